@@ -1,0 +1,274 @@
+"""Model configuration: the official ``GPTConfig`` fields, validated, with JSON I/O.
+
+Field names, defaults and meanings follow OpenAI's ``circuit_sparsity`` ``GPTConfig``
+(Gao et al. 2025, "Weight-sparse transformers have interpretable circuits"), so a released
+``beeg_config.json`` loads as is and a saved one is readable by the official loader.
+
+Fields the official loader does not know (ours: ``nope``, ``compute_dtype``; theirs: ``pfrac``,
+``expansion_factor``, ...) are written to / read from the same JSON. Keys that neither side knows are
+kept in ``GPTConfig.extra`` and written back unchanged, so a load → save round trip loses nothing;
+:func:`load_beeg_config` logs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from typing import Any, Mapping
+
+from absl import logging
+
+# Activation-sparsity (AbsTopK) locations, in forward order. The official code accepts these names in
+# the comma-separated ``afrac_loctypes``.
+LOCTYPES = (
+    "attn_in",  # post-ln_1 input to attention
+    "attn_q",  # q over the whole n_head * d_head vector (not per head)
+    "attn_k",
+    "attn_v",
+    "attn_out",  # after attention c_proj, before the residual add
+    "resid_post_attn",  # residual stream after the attention add
+    "mlp_in",  # post-ln_2 input to the MLP
+    "mlp_neuron",  # after the MLP nonlinearity
+    "mlp_out",  # after the MLP c_proj, before the residual add
+    "resid_post_mlp",  # residual stream after the MLP add
+)
+
+# Keys of released configs that the official loader drops; we keep them (they describe the run).
+KNOWN_EXTRA_KEYS = (
+    "pfrac",
+    "expansion_factor",
+    "expansion_factor_mlp",
+    "afrac_approx",
+    "ignore_dw_grad",
+    "bigram_table_rank",
+    "debug_exact_topk",
+    "sparse_matmul_impl",
+    "rtopk",
+    "n_embd",
+)
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid. The message names the field."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GPTConfig:
+  """Architecture of a (weight-sparse) GPT. Official field names and defaults.
+
+  The paper's models use ``rms_norm=True``, ``tied_unembed=False``, ``n_layer=8``, ``d_head=16``,
+  ``vocab_size=2048``, ``enable_bigram_table=True``, ``learnable_bigram_table=True``; the defaults
+  below are the official code's (GPT-2-like) defaults, not the paper's choices.
+  """
+
+  block_size: int = 1024  # max context length (rows of the learned position table)
+  vocab_size: int = 50304  # 2048 in every released model
+  n_layer: int = 12  # transformer blocks
+  n_head: int = 12  # attention heads
+  d_head: int | None = None  # per-head width; None → d_model // n_head
+  d_model: int = 768  # residual-stream width
+  dropout: float = 0.0  # kept for format compatibility; must be 0 (the paper never uses dropout)
+  bias: bool = True  # bias on c_attn, attention c_proj, c_fc, MLP c_proj
+  ln_bias: bool = True  # bias of LayerNorm (ignored when rms_norm)
+  rms_norm: bool = False  # RMSNorm (learnable gain, no bias, eps = float32 machine eps) vs LayerNorm
+  residual_activation_type: str = "identity"  # "relu": ReLU on the residual after each sublayer add
+  activation_type: str = "gelu"  # MLP nonlinearity: exact (erf) "gelu" or "relu"
+  afrac: float | None = None  # AbsTopK keeps int(afrac * width) entries at each site; None = off
+  afrac_loctypes: str = "attn_in,attn_out,mlp_in,mlp_out"  # comma list of LOCTYPES
+  tied_unembed: bool = True  # unembedding = wte^T (False in every released model)
+  tokenizer_name: str = "tinypython_2k"  # informational
+  grad_checkpointing: bool = True  # rematerialise each block in the backward pass (memory only)
+  d_mlp: int | None = None  # MLP width; None → 4 * d_model
+  enable_bigram_table: bool = False  # add a dense V×V table row B[token] to the logits
+  learnable_bigram_table: bool = False  # bigram table is trained (True) or a fixed buffer
+  d_pos_emb: int | None = None  # "cat pos emb": position channels concatenated to each block input
+  dropout_cat_pos_emb: bool = False  # format compatibility; must be False (no dropout)
+  sinusoidal_cat_pos_emb: bool = False  # cat pos emb are frozen sinusoids instead of learned
+  enable_sparse_kernels: bool = False  # official custom-CUDA switch; no effect here
+  flash: bool = True  # official SDPA switch; no effect here
+  sink: bool = False  # per-head attention sink: learnable logit, zero key/value slot
+
+  # --- sparsejax fields (not in the official config; written to the JSON, ignored by its loader).
+  nope: bool = False  # no positional embedding at all (the paper's "NoPE"); else wpe is added
+  compute_dtype: str = "float32"  # activations' dtype: "float32" or "bfloat16" (params stay f32)
+
+  # Keys read from a JSON file that no field matches, kept so a round trip is lossless.
+  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+  def __post_init__(self):
+    _check_types(self)
+    self._validate()
+
+  # ---------------------------------------------------------------- derived sizes
+  @property
+  def head_dim(self) -> int:
+    return self.d_head if self.d_head is not None else self.d_model // self.n_head
+
+  @property
+  def attn_dim(self) -> int:
+    """Width of q, k, v and the attention output y: n_head * d_head."""
+    return self.n_head * self.head_dim
+
+  @property
+  def mlp_dim(self) -> int:
+    return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+  @property
+  def loctypes(self) -> tuple[str, ...]:
+    """Sites with AbsTopK (empty when ``afrac`` is None)."""
+    if self.afrac is None:
+      return ()
+    return tuple(s.strip() for s in self.afrac_loctypes.split(",") if s.strip())
+
+  @property
+  def cat_pos_emb(self) -> bool:
+    return self.d_pos_emb is not None
+
+  @property
+  def block_in_dim(self) -> int:
+    """Input width of c_attn and c_fc (residual + read-only position channels)."""
+    return self.d_model + (self.d_pos_emb or 0)
+
+  def abstopk_k(self, width: int) -> int:
+    """Entries AbsTopK keeps in a vector of ``width`` (official: int(afrac * width))."""
+    assert self.afrac is not None
+    return int(self.afrac * width)
+
+  def replace(self, **changes) -> "GPTConfig":
+    return dataclasses.replace(self, **changes)
+
+  # ---------------------------------------------------------------- validation
+  def _validate(self):
+    for name in ("block_size", "vocab_size", "n_layer", "n_head", "d_model"):
+      if getattr(self, name) < 1:
+        _fail(name, f"must be >= 1, got {getattr(self, name)}")
+    if self.d_head is None:
+      if self.d_model % self.n_head:
+        _fail("d_model", f"must be divisible by n_head={self.n_head} when d_head is None, "
+              f"got {self.d_model}")
+    elif self.d_head < 1:
+      _fail("d_head", f"must be >= 1 or None, got {self.d_head}")
+    if self.d_mlp is not None and self.d_mlp < 1:
+      _fail("d_mlp", f"must be >= 1 or None, got {self.d_mlp}")
+    if self.dropout != 0.0:
+      _fail("dropout", f"must be 0.0 (dropout is not supported), got {self.dropout}")
+    if self.dropout_cat_pos_emb:
+      _fail("dropout_cat_pos_emb", "must be False (dropout is not supported)")
+    if self.residual_activation_type not in ("identity", "relu"):
+      _fail("residual_activation_type",
+            f"must be 'identity' or 'relu', got {self.residual_activation_type!r}")
+    if self.activation_type not in ("gelu", "relu"):
+      _fail("activation_type", f"must be 'gelu' or 'relu', got {self.activation_type!r}")
+    if self.afrac is not None and not 0.0 < self.afrac <= 1.0:  # also rejects NaN
+      _fail("afrac", f"must be in (0, 1] or None, got {self.afrac}")
+    unknown = [s.strip() for s in self.afrac_loctypes.split(",")
+               if s.strip() and s.strip() not in LOCTYPES]
+    if unknown:
+      _fail("afrac_loctypes", f"unknown loctype(s) {unknown}; valid: {', '.join(LOCTYPES)}")
+    if self.afrac is not None:
+      smallest = min(self._site_width(s) for s in self.loctypes) if self.loctypes else None
+      if smallest is not None and self.abstopk_k(smallest) < 1:
+        _fail("afrac", f"afrac={self.afrac} keeps 0 entries of a width-{smallest} site")
+    if self.d_pos_emb is not None:
+      if self.d_pos_emb < 1:
+        _fail("d_pos_emb", f"must be >= 1 or None, got {self.d_pos_emb}")
+      if self.nope:
+        _fail("nope", "cannot be combined with d_pos_emb (cat pos emb is a positional embedding)")
+    if self.sinusoidal_cat_pos_emb and self.d_pos_emb is None:
+      _fail("sinusoidal_cat_pos_emb", "requires d_pos_emb")
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      _fail("compute_dtype", f"must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+
+  def _site_width(self, loctype: str) -> int:
+    if loctype in ("attn_q", "attn_k", "attn_v"):
+      return self.attn_dim
+    if loctype == "mlp_neuron":
+      return self.mlp_dim
+    return self.d_model
+
+  # ---------------------------------------------------------------- JSON
+  def to_dict(self) -> dict[str, Any]:
+    """Official-format dict (plus our fields and any preserved unknown keys)."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+    out.update(self.extra)
+    return out
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any]) -> "GPTConfig":
+    """Builds a config from an official-format dict; unknown keys go to ``extra``."""
+    if not isinstance(data, Mapping):
+      raise ConfigError(f"GPTConfig: expected a JSON object, got {type(data).__name__}")
+    data = dict(data)
+    if "n_mlp" in data:  # renamed upstream
+      if "d_mlp" in data and data["d_mlp"] != data["n_mlp"]:
+        _fail("d_mlp", f"conflicts with n_mlp ({data['d_mlp']} vs {data['n_mlp']})")
+      data["d_mlp"] = data.pop("n_mlp")
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    known = {k: v for k, v in data.items() if k in names}
+    extra = {k: v for k, v in data.items() if k not in names}
+    return cls(**known, extra=extra)
+
+  def unknown_keys(self) -> list[str]:
+    """Keys of ``extra`` that are not documented fields of released configs."""
+    return sorted(k for k in self.extra if k not in KNOWN_EXTRA_KEYS)
+
+
+def load_beeg_config(path: str | os.PathLike) -> GPTConfig:
+  """Reads an official ``beeg_config.json`` (or one we wrote). Logs unknown keys."""
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{path}: not valid JSON ({e})") from None
+  cfg = GPTConfig.from_dict(data)
+  if cfg.extra:
+    logging.info("%s: keeping keys GPTConfig does not use: %s", path, sorted(cfg.extra))
+  if cfg.unknown_keys():
+    logging.warning("%s: unrecognised config keys (kept, not used): %s", path, cfg.unknown_keys())
+  return cfg
+
+
+def save_beeg_config(cfg: GPTConfig, path: str | os.PathLike) -> None:
+  """Writes ``cfg`` in the official JSON format (atomically)."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------- type checking
+def _fail(field: str, message: str):
+  raise ConfigError(f"GPTConfig.{field}: {message}")
+
+
+def _check_types(obj) -> None:
+  """Checks each field against its annotation (int, float, bool, str, Optional[...])."""
+  hints = typing.get_type_hints(type(obj))
+  for f in dataclasses.fields(obj):
+    if f.name == "extra":
+      continue
+    value = getattr(obj, f.name)
+    expected = hints[f.name]
+    allowed = typing.get_args(expected) or (expected,)
+    if value is None and type(None) in allowed:
+      continue
+    ok = False
+    for t in allowed:
+      if t is type(None):
+        continue
+      if t is bool:
+        ok |= isinstance(value, bool)
+      elif t is int:
+        ok |= isinstance(value, int) and not isinstance(value, bool)
+      elif t is float:  # ints are accepted for floats (JSON writes 1.0 as 1 sometimes)
+        ok |= isinstance(value, (int, float)) and not isinstance(value, bool)
+      else:
+        ok |= isinstance(value, t)
+    if not ok:
+      names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+      _fail(f.name, f"expected {names}, got {type(value).__name__} {value!r}")

@@ -1,0 +1,328 @@
+"""The weight-sparse GPT of Gao et al. 2025, as Flax NNX modules.
+
+A pre-norm decoder (``x += attn(ln_1(x)); x += mlp(ln_2(x))``) with the official options: RMSNorm or
+LayerNorm, fused ``c_attn`` with optional biases, exact GELU or ReLU, attention sinks, a V×V bigram
+logits table, learned / concatenated ("cat pos emb") / no positional embedding, tied or untied
+unembedding, and AbsTopK activation sparsity at any of the official locations. Sparsity of the
+*weights* is not a property of the model: the optimizer keeps them top-k (:mod:`sparsejax.optim`).
+
+Parameters are float32; activations use ``GPTConfig.compute_dtype``; logits are float32. Kernels are
+stored (in, out), i.e. transposed relative to the official torch weights. Shape suffixes: B batch,
+T sequence, D d_model, I block input width, A n_head * d_head, H heads, K d_head, F d_mlp, V vocab.
+
+Sublayers are numbered 0 .. 2 * n_layer: 2L is block L's attention, 2L + 1 its MLP, and 2 * n_layer
+the head. :meth:`GPT.resid_before` runs tokens up to a sublayer's input and :meth:`GPT.logits_from`
+runs a residual stream from there to the logits; together they are the full forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sparsejax import sites as sites_lib
+from sparsejax.config import GPTConfig
+from sparsejax.topk import abs_topk
+
+INIT_STD = 0.02
+_F32_EPS = float(jnp.finfo(jnp.float32).eps)  # torch RMSNorm(eps=None) on float32 inputs
+
+
+def _lead(a, ndim: int):
+  """Adds leading size-1 axes so ``a`` has ``ndim`` dims (explicit broadcasting)."""
+  return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+
+
+class Buffer(nnx.Variable):
+  """Model state that is not trained (fixed bigram table, frozen sinusoids, final logits bias)."""
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias); kernel (in, out) ~ N(0, std²), bias zeros."""
+
+  def __init__(self, d_in: int, d_out: int, *, bias: bool, std: float, rngs: nnx.Rngs):
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if bias else None
+
+  def __call__(self, x):
+    y = x @ self.kernel[...].astype(x.dtype)
+    if self.bias is not None:
+      y = y + _lead(self.bias[...].astype(x.dtype), y.ndim)
+    return y
+
+
+class Norm(nnx.Module):
+  """RMSNorm (gain, no bias, eps = f32 machine eps) or LayerNorm (gain, optional bias, eps 1e-5)."""
+
+  def __init__(self, d: int, *, rms: bool, bias: bool):
+    self.rms = rms
+    self.scale = nnx.Param(jnp.ones((d,), jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((d,), jnp.float32)) if (bias and not rms) else None
+
+  def __call__(self, x):
+    xf = x.astype(jnp.float32)
+    if self.rms:
+      y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + _F32_EPS)
+    else:
+      xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
+      y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + 1e-5)
+    y = y * _lead(self.scale[...], y.ndim)
+    if self.bias is not None:
+      y = y + _lead(self.bias[...], y.ndim)
+    return y.astype(x.dtype)
+
+
+class _Context:
+  """What a forward pass threads through the blocks: config, tape, AbsTopK, cat pos channels."""
+
+  def __init__(self, cfg: GPTConfig, tape: sites_lib.SiteTape, pos_TP):
+    self.cfg = cfg
+    self.tape = tape
+    self.pos_TP = pos_TP
+    self._loctypes = frozenset(cfg.loctypes)
+
+  def sparsify(self, x, loctype: str):
+    """AbsTopK at an official location, if configured."""
+    if loctype in self._loctypes:
+      return abs_topk(x, self.cfg.abstopk_k(x.shape[-1]))
+    return x
+
+  def with_pos(self, h_BTD, norm: Norm | None):
+    """Concatenates the normed read-only position channels (cat pos emb)."""
+    if self.pos_TP is None:
+      return h_BTD
+    p_TP = norm(self.pos_TP).astype(h_BTD.dtype)
+    p_BTP = jnp.broadcast_to(p_TP, h_BTD.shape[:-1] + p_TP.shape[-1:])
+    return jnp.concatenate([h_BTD, p_BTP], axis=-1)
+
+
+class Attention(nnx.Module):
+  """Causal multi-head attention with a fused qkv projection and an optional attention sink."""
+
+  def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+    self.n_head, self.d_head = cfg.n_head, cfg.head_dim
+    self.c_attn = Linear(cfg.block_in_dim, 3 * cfg.attn_dim, bias=cfg.bias, std=INIT_STD,
+                         rngs=rngs)
+    self.c_proj = Linear(cfg.attn_dim, cfg.d_model, bias=cfg.bias,
+                         std=INIT_STD / math.sqrt(2 * cfg.n_layer), rngs=rngs)
+    # Sink: a per-head logit b_h for an always-visible key slot whose value is zero.
+    self.sink_logit = nnx.Param(jnp.zeros((cfg.n_head,), jnp.float32)) if cfg.sink else None
+
+  def __call__(self, x_BTI, ctx: _Context, layer: int):
+    tape = ctx.tape
+    x_BTI = tape(f"{layer}.attn.act_in", ctx.sparsify(x_BTI, "attn_in"))
+    q_BTA, k_BTA, v_BTA = jnp.split(self.c_attn(x_BTI), 3, axis=-1)
+    q_BTA = tape(f"{layer}.attn.q", ctx.sparsify(q_BTA, "attn_q"))
+    k_BTA = tape(f"{layer}.attn.k", ctx.sparsify(k_BTA, "attn_k"))
+    v_BTA = tape(f"{layer}.attn.v", ctx.sparsify(v_BTA, "attn_v"))
+    y_BTA = tape(f"{layer}.attn.y", self._attend(q_BTA, k_BTA, v_BTA))
+    return ctx.sparsify(self.c_proj(y_BTA), "attn_out")
+
+  def _attend(self, q_BTA, k_BTA, v_BTA):
+    B, T, _ = q_BTA.shape
+    split = lambda a: a.reshape(B, T, self.n_head, self.d_head)
+    q, k, v = split(q_BTA), split(k_BTA), split(v_BTA)
+    s_BHTT = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
+    s_BHTT = s_BHTT / math.sqrt(self.d_head)
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    s_BHTT = jnp.where(causal, s_BHTT, jnp.finfo(jnp.float32).min)
+    m = jnp.max(s_BHTT, axis=-1, keepdims=True)
+    if self.sink_logit is not None:
+      b_H11 = self.sink_logit[...][None, :, None, None]
+      m = jnp.maximum(m, b_H11)
+    p_BHTT = jnp.exp(s_BHTT - m)
+    denom = jnp.sum(p_BHTT, axis=-1, keepdims=True)
+    if self.sink_logit is not None:
+      denom = denom + jnp.exp(b_H11 - m)  # the sink's value is zero: it only adds mass
+    p_BHTT = (p_BHTT / denom).astype(v.dtype)
+    y = jnp.einsum("bhqs,bshk->bqhk", p_BHTT, v)
+    return y.reshape(B, T, self.n_head * self.d_head)
+
+
+class MLP(nnx.Module):
+  """c_fc → GELU (exact) or ReLU → c_proj."""
+
+  def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+    self.activation = cfg.activation_type
+    self.c_fc = Linear(cfg.block_in_dim, cfg.mlp_dim, bias=cfg.bias, std=INIT_STD, rngs=rngs)
+    self.c_proj = Linear(cfg.mlp_dim, cfg.d_model, bias=cfg.bias,
+                         std=INIT_STD / math.sqrt(2 * cfg.n_layer), rngs=rngs)
+
+  def __call__(self, x_BTI, ctx: _Context, layer: int):
+    tape = ctx.tape
+    x_BTI = tape(f"{layer}.mlp.act_in", ctx.sparsify(x_BTI, "mlp_in"))
+    h_BTF = self.c_fc(x_BTI)
+    h_BTF = jax.nn.gelu(h_BTF, approximate=False) if self.activation == "gelu" else jax.nn.relu(
+        h_BTF)
+    h_BTF = tape(f"{layer}.mlp.post_act", ctx.sparsify(h_BTF, "mlp_neuron"))
+    return ctx.sparsify(self.c_proj(h_BTF), "mlp_out")
+
+
+class Block(nnx.Module):
+  """One pre-norm transformer block, run as two sublayers (attention, MLP)."""
+
+  def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+    norm = lambda d: Norm(d, rms=cfg.rms_norm, bias=cfg.ln_bias)
+    self.ln_1 = norm(cfg.d_model)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.ln_2 = norm(cfg.d_model)
+    self.mlp = MLP(cfg, rngs=rngs)
+    self.ln_p1 = norm(cfg.d_pos_emb) if cfg.cat_pos_emb else None
+    self.ln_p2 = norm(cfg.d_pos_emb) if cfg.cat_pos_emb else None
+
+  def sublayer(self, which: int, x_BTD, ctx: _Context, layer: int):
+    """Runs the attention (which=0) or MLP (which=1) sublayer on the residual stream."""
+    cfg, tape = ctx.cfg, ctx.tape
+    if which == 0:
+      x_BTD = tape(f"{layer}.resid_in", x_BTD)
+      h = ctx.with_pos(self.ln_1(x_BTD), self.ln_p1)
+      delta = tape(f"{layer}.attn.resid_delta", self.attn(h, ctx, layer))
+      post = "resid_post_attn"
+    else:
+      x_BTD = tape(f"{layer}.resid_mid", x_BTD)
+      h = ctx.with_pos(self.ln_2(x_BTD), self.ln_p2)
+      delta = tape(f"{layer}.mlp.resid_delta", self.mlp(h, ctx, layer))
+      post = "resid_post_mlp"
+    x_BTD = x_BTD + delta
+    if cfg.residual_activation_type == "relu":
+      x_BTD = jax.nn.relu(x_BTD)
+    return ctx.sparsify(x_BTD, post)
+
+
+def sinusoidal_positions(block_size: int, d: int):
+  """Frozen sinusoids: d // 2 periods log-spaced from 4 to block_size, [sin | cos], zero-padded."""
+  half = max(1, d // 2)
+  # A constant table: computed in float64 so large angles keep their precision.
+  periods = np.logspace(math.log10(4.0), math.log10(max(4.0, float(block_size))), half)
+  angles = np.arange(block_size, dtype=np.float64)[:, None] * (2 * math.pi / periods)[None, :]
+  enc = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+  if enc.shape[1] < d:
+    enc = np.pad(enc, ((0, 0), (0, d - enc.shape[1])))
+  return jnp.asarray(enc[:, :d], jnp.float32)
+
+
+class GPT(nnx.Module):
+  """The full model. Call it on int tokens (B, T) for float32 logits (B, T, V)."""
+
+  def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+    self.config = cfg
+    normal = lambda shape: INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32)
+    self.wte = nnx.Param(normal((cfg.vocab_size, cfg.d_model)))
+    if cfg.cat_pos_emb and cfg.sinusoidal_cat_pos_emb:
+      self.wpe = Buffer(sinusoidal_positions(cfg.block_size, cfg.d_pos_emb))
+    elif cfg.cat_pos_emb:
+      self.wpe = nnx.Param(normal((cfg.block_size, cfg.d_pos_emb)))
+    elif not cfg.nope:
+      self.wpe = nnx.Param(normal((cfg.block_size, cfg.d_model)))
+    else:
+      self.wpe = None
+    self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layer)])
+    self.ln_f = Norm(cfg.d_model, rms=cfg.rms_norm, bias=cfg.ln_bias)
+    self.lm_head = None if cfg.tied_unembed else Linear(
+        cfg.d_model, cfg.vocab_size, bias=False, std=INIT_STD, rngs=rngs)
+    if cfg.enable_bigram_table:
+      # Logits += B[current token]. Dense, never top-k'd, never decayed. U[0, 0.02) as in the
+      # official training script; a fixed (non-learnable) table is meant to be loaded or set.
+      table = 0.02 * jax.random.uniform(rngs.params(), (cfg.vocab_size, cfg.vocab_size))
+      self.bigram_table = (nnx.Param if cfg.learnable_bigram_table else Buffer)(table)
+    else:
+      self.bigram_table = None
+    self.final_logits_bias = Buffer(jnp.zeros((cfg.vocab_size,), jnp.float32))
+
+  # ------------------------------------------------------------------ public API
+  @property
+  def num_sublayers(self) -> int:
+    return 2 * self.config.n_layer
+
+  def __call__(self, tokens_BT, *, interventions: sites_lib.Interventions | None = None):
+    """Logits (B, T, V) in float32, with optional interventions at any sites."""
+    logits, _ = self.run_with_cache(tokens_BT, (), interventions=interventions)
+    return logits
+
+  def run_with_cache(self, tokens_BT, names: Iterable[str], *,
+                     interventions: sites_lib.Interventions | None = None):
+    """Returns (logits, {official site name: activation}) for the requested sites.
+
+    Names may be official (``"0.attn.q"``) or TransformerLens aliases
+    (``"blocks.0.attn.hook_q"``); the cache is keyed by the official names.
+    """
+    tape = sites_lib.SiteTape(self.config, names, interventions)
+    ctx = self._context(tokens_BT, tape)
+    x = self._run(self._embed(tokens_BT), ctx, 0, self.num_sublayers)
+    return self._head(x, tokens_BT, ctx), tape.cache
+
+  def resid_before(self, tokens_BT, sublayer: int, *,
+                   interventions: sites_lib.Interventions | None = None):
+    """Residual stream (B, T, D) entering ``sublayer``, before that sublayer's own input site
+    (``{L}.resid_in``, ``{L}.resid_mid`` or ``final_resid``) is intervened on."""
+    self._check_sublayer(sublayer)
+    ctx = self._context(tokens_BT, sites_lib.SiteTape(self.config, (), interventions))
+    return self._run(self._embed(tokens_BT), ctx, 0, sublayer)
+
+  def logits_from(self, resid_BTD, sublayer: int, tokens_BT, *,
+                  interventions: sites_lib.Interventions | None = None):
+    """Logits from a residual stream entering ``sublayer``; ``tokens_BT`` feed the bigram table
+    (and fix the sequence length for position channels)."""
+    self._check_sublayer(sublayer)
+    ctx = self._context(tokens_BT, sites_lib.SiteTape(self.config, (), interventions))
+    x = self._run(resid_BTD.astype(self.compute_dtype), ctx, sublayer, self.num_sublayers)
+    return self._head(x, tokens_BT, ctx)
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.config.compute_dtype)
+
+  # ------------------------------------------------------------------ internals
+  def _check_sublayer(self, sublayer: int):
+    if not 0 <= sublayer <= self.num_sublayers:
+      raise ValueError(f"sublayer must be in [0, {self.num_sublayers}], got {sublayer}")
+
+  def _context(self, tokens_BT, tape):
+    cfg = self.config
+    T = tokens_BT.shape[-1]
+    if T > cfg.block_size:
+      raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
+    pos_TP = self.wpe[...][:T] if cfg.cat_pos_emb else None
+    return _Context(cfg, tape, pos_TP)
+
+  def _embed(self, tokens_BT):
+    cfg = self.config
+    x = jnp.take(self.wte[...], tokens_BT, axis=0)
+    if self.wpe is not None and not cfg.cat_pos_emb:
+      x = x + _lead(self.wpe[...][: tokens_BT.shape[-1]], x.ndim)
+    return x.astype(self.compute_dtype)
+
+  def _run(self, x_BTD, ctx: _Context, start: int, stop: int):
+    remat = self.config.grad_checkpointing and not ctx.tape.capture
+    for s in range(start, stop):
+      block, which, layer = self.blocks[s // 2], s % 2, s // 2
+      if remat:
+        # Recompute the sublayer in the backward pass. Only when nothing is recorded: recorded
+        # activations would be tracers of the rematerialised trace.
+        fn = jax.checkpoint(lambda x, b=block, w=which, l=layer: b.sublayer(w, x, ctx, l))
+        x_BTD = fn(x_BTD)
+      else:
+        x_BTD = block.sublayer(which, x_BTD, ctx, layer)
+    return x_BTD
+
+  def _head(self, x_BTD, tokens_BT, ctx: _Context):
+    x_BTD = ctx.tape(sites_lib.FINAL_SITE, x_BTD)
+    h = self.ln_f(x_BTD)
+    if self.lm_head is None:
+      logits = h @ self.wte[...].astype(h.dtype).T
+    else:
+      logits = self.lm_head(h)
+    logits = logits.astype(jnp.float32) + _lead(self.final_logits_bias[...], logits.ndim)
+    if self.bigram_table is not None:
+      logits = logits + jnp.take(self.bigram_table[...], tokens_BT, axis=0)
+    return logits
+
+
+def param_count(model: GPT) -> int:
+  """Number of trainable parameters."""
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
