@@ -11,9 +11,11 @@ and 15 for bfloat16. No sort and no gather: ``jax.lax.top_k`` falls back to a fu
 k > 16 and all-gathers a sharded matrix; here it is only the test oracle (and the small-k helper
 behind the per-neuron minimum, where k = j <= 16 takes XLA's fast path).
 
-Ties at the threshold are broken towards the lowest row-major index (``lax.top_k``'s order), by a
-second bisection on the reversed index of the tied entries. That pass runs only when a slice has
-more tied entries than it needs, so exactly k entries are selected, deterministically.
+Ties at the threshold are broken towards the lowest row-major index (``lax.top_k``'s order): the
+search's own counts tell whether a slice has more entries tied at t than it needs, and only then
+are the tied entries ranked (per row by a running count; for a whole matrix by counting per row,
+then ranking inside the one row where the cut falls). Exactly k entries are selected,
+deterministically.
 """
 
 from __future__ import annotations
@@ -64,22 +66,22 @@ def num_bisection_passes(hi: int, candidates_per_pass: int = 1) -> int:
   return passes
 
 
-def kth_largest_key(keys: Array, k, *, axes: Sequence[int], hi: int, valid: Array | None = None,
-                    candidates_per_pass: int = 1) -> Array:
-  """Largest t in [0, hi] with ``count(valid & (keys >= t)) >= k``, per slice.
+def kth_largest_key(keys: Array, k, *, axes: Sequence[int], hi: int,
+                    candidates_per_pass: int = 1) -> tuple[Array, Array, Array]:
+  """Largest t in [0, hi] with ``count(keys >= t) >= k``, per slice.
 
   Args:
     keys: non-negative int32 keys, at most ``hi``.
     k: int, broadcastable to the slice shape (``keys`` with ``axes`` reduced, kept as size 1).
     axes: the axes each slice reduces over (all axes for a whole matrix, ``(-1,)`` per row).
     hi: upper bound of the keys.
-    valid: optional bool mask; only valid entries are counted.
     candidates_per_pass: thresholds tested per pass (1 = plain bisection). More candidates mean
       fewer passes but more compares per element: 1 is fastest on CPU.
 
   Returns:
-    int32 thresholds with ``axes`` kept as size-1 dims. Meaningless where fewer than k entries
-    are valid (callers keep everything there).
+    ``(t, count(>= t), count(>= t + 1))``, each with ``axes`` kept as size-1 dims. The two counts
+    come from the search's own passes, so ties at t are known without another pass. k must be
+    at most the slice size.
   """
   axes = tuple(a % keys.ndim for a in axes)
   slice_shape = tuple(1 if i in axes else n for i, n in enumerate(keys.shape))
@@ -87,60 +89,76 @@ def kth_largest_key(keys: Array, k, *, axes: Sequence[int], hi: int, valid: Arra
   p = candidates_per_pass
 
   def count_at_least(t):
-    hit = keys >= t
-    if valid is not None:
-      hit = hit & valid
-    return jnp.sum(hit, axis=axes, keepdims=True, dtype=jnp.int32)
+    return jnp.sum(keys >= t, axis=axes, keepdims=True, dtype=jnp.int32)
 
-  def one_pass(_, lo_hi):
-    lo, top = lo_hi
+  def one_pass(_, carry):
+    # Invariant: count(>= lo) = n_lo >= k > n_above = count(>= top + 1); the answer is in [lo, top].
+    lo, top, n_lo, n_above = carry
     span = top - lo
     step = span // (p + 1) + (span % (p + 1) != 0)  # ceil(span / (p + 1)), no overflow
-    cands = [lo + jnp.minimum(j * step, span) for j in range(1, p + 1)]
-    # Counts fall as the candidate rises, so the candidates that still keep k form a prefix.
-    n_ok = sum((count_at_least(c) >= k).astype(jnp.int32) for c in cands)
-    new_lo = lo + jnp.minimum(n_ok * step, span)
-    new_top = jnp.where(n_ok < p, lo + jnp.minimum((n_ok + 1) * step, span) - 1, top)
-    return new_lo, new_top
+    cands = jnp.stack([lo + jnp.minimum(j * step, span) for j in range(1, p + 1)])
+    counts = jnp.stack([count_at_least(c) for c in cands])
+    # Counts fall as the candidate rises, so the candidates that still keep k form a prefix:
+    # the last of them is the new lo, the first failing one the new top + 1.
+    n_ok = jnp.sum(counts >= k[None], axis=0, dtype=jnp.int32)
+    at = lambda a, idx: jnp.take_along_axis(a, jnp.clip(idx, 0, p - 1)[None], axis=0)[0]
+    new_lo = jnp.where(n_ok > 0, at(cands, n_ok - 1), lo)
+    new_n_lo = jnp.where(n_ok > 0, at(counts, n_ok - 1), n_lo)
+    new_top = jnp.where(n_ok < p, at(cands, n_ok) - 1, top)
+    new_n_above = jnp.where(n_ok < p, at(counts, n_ok), n_above)
+    return new_lo, new_top, new_n_lo, new_n_above
 
   lo = jnp.zeros(slice_shape, jnp.int32)
   top = jnp.full(slice_shape, hi, jnp.int32)
-  lo, _ = jax.lax.fori_loop(0, num_bisection_passes(hi, p), one_pass, (lo, top))
-  return lo
+  n_all = jnp.full(slice_shape, math.prod(keys.shape[a] for a in axes), jnp.int32)
+  carry = (lo, top, n_all, jnp.zeros(slice_shape, jnp.int32))
+  lo, _, n_lo, n_above = jax.lax.fori_loop(0, num_bisection_passes(hi, p), one_pass, carry)
+  return lo, n_lo, n_above
 
 
-def _reversed_index(shape: Sequence[int], axes: Sequence[int]) -> tuple[Array, int]:
-  """Row-major index within each slice, reversed (first element → largest key)."""
-  idx = jnp.zeros((), jnp.int32)
-  size = 1
-  for a in sorted(axes, reverse=True):
-    idx = idx + jax.lax.broadcasted_iota(jnp.int32, tuple(shape), a) * size
-    size *= shape[a]
-  return (size - 1) - idx, size - 1
+def _first_n_per_matrix(flags_RC: Array, n: Array) -> Array:
+  """Keeps the first n True entries (row-major) of a matrix: one pass plus work on one row."""
+  rows, cols = flags_RC.shape
+  row_counts = jnp.sum(flags_RC, axis=1, dtype=jnp.int32)
+  before = jnp.cumsum(row_counts) - row_counts  # True entries in earlier rows
+  full_rows = jnp.sum(before + row_counts <= n, dtype=jnp.int32)  # a prefix of the rows
+  partial = jnp.minimum(full_rows, rows - 1)
+  rank_in_row = jnp.cumsum(jax.lax.dynamic_index_in_dim(flags_RC, partial, 0, keepdims=False),
+                           dtype=jnp.int32)
+  row_id = jax.lax.broadcasted_iota(jnp.int32, (rows, cols), 0)
+  in_partial = (row_id == full_rows) & (rank_in_row[None, :] <= n - before[partial])
+  return flags_RC & ((row_id < full_rows) | in_partial)
+
+
+def _first_n(flags: Array, n: Array, axes: tuple[int, ...]) -> Array:
+  """Keeps the first n True entries of each slice in row-major order (the tie-break)."""
+  if axes == (flags.ndim - 1,):  # rows: rank by a running count along each row
+    return flags & (jnp.cumsum(flags, axis=-1, dtype=jnp.int32) <= n)
+  if axes == tuple(range(flags.ndim)):  # the whole array: rank rows first, then one row
+    flags_RC = flags.reshape(flags.shape[0], -1) if flags.ndim > 1 else flags.reshape(1, -1)
+    return _first_n_per_matrix(flags_RC, n.reshape(())).reshape(flags.shape)
+  raise ValueError(f"top-k slices must be whole arrays or rows, got axes {axes}")
 
 
 def topk_mask_from_keys(keys: Array, k, *, axes: Sequence[int], hi: int,
                         candidates_per_pass: int = 1) -> Array:
-  """Bool mask selecting exactly min(k, slice size) largest keys per slice, ties to lowest index."""
-  axes = tuple(a % keys.ndim for a in axes)
+  """Bool mask selecting exactly min(k, slice size) largest keys per slice, ties to lowest index.
+
+  A slice is either the whole array (``axes`` = all axes) or a row (``axes = (-1,)``).
+  """
+  axes = tuple(sorted(a % keys.ndim for a in axes))
   size = math.prod(keys.shape[a] for a in axes)
   slice_shape = tuple(1 if i in axes else n for i, n in enumerate(keys.shape))
   k = jnp.broadcast_to(jnp.clip(jnp.asarray(k, jnp.int32), 0, size), slice_shape)
 
-  t = kth_largest_key(keys, k, axes=axes, hi=hi, candidates_per_pass=candidates_per_pass)
-  above = keys > t
+  t, n_at_least, n_above = kth_largest_key(keys, k, axes=axes, hi=hi,
+                                           candidates_per_pass=candidates_per_pass)
+  still_needed = k - n_above  # entries to take from those tied at t
   at = keys == t
-  still_needed = k - jnp.sum(above, axis=axes, keepdims=True, dtype=jnp.int32)
-  tied = jnp.sum(at, axis=axes, keepdims=True, dtype=jnp.int32)
-
-  def keep_lowest_index_ties():
-    rev, rev_hi = _reversed_index(keys.shape, axes)
-    s = kth_largest_key(rev, still_needed, axes=axes, hi=rev_hi, valid=at,
-                        candidates_per_pass=candidates_per_pass)
-    return above | (at & (rev >= s))
-
-  mask = jax.lax.cond(jnp.any(tied > still_needed), keep_lowest_index_ties, lambda: keys >= t)
-  return mask & (k > 0)
+  # Only when some slice has more ties at t than it needs: keep its first ones by index.
+  keep_at = jax.lax.cond(jnp.any(n_at_least - n_above > still_needed),
+                         lambda: _first_n(at, still_needed, axes), lambda: at)
+  return ((keys > t) | keep_at) & (k > 0)
 
 
 @functools.partial(jax.jit, static_argnames=("axes", "candidates_per_pass"))

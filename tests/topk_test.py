@@ -65,8 +65,9 @@ def test_kth_largest_key_exhaustive_small_range(candidates):
     keys = rng.integers(0, hi + 1, size=40)
     ks = np.arange(1, 41)
     # One row per k: every k is answered by one call.
-    got = topk.kth_largest_key(jnp.asarray(np.tile(keys, (40, 1)), jnp.int32), ks[:, None],
-                               axes=(1,), hi=hi, candidates_per_pass=candidates)[:, 0]
+    got, _, _ = topk.kth_largest_key(jnp.asarray(np.tile(keys, (40, 1)), jnp.int32), ks[:, None],
+                                     axes=(1,), hi=hi, candidates_per_pass=candidates)
+    got = got[:, 0]
     want = np.sort(keys)[::-1][ks - 1]
     np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"hi={hi}")
 
