@@ -1,0 +1,134 @@
+"""The configuration of a training run: model, sparsity, optimizer, data and loop, as dataclasses.
+
+Experiment config files (``experiments/configs/*.py``) return nested dicts (ml_collections
+``ConfigDict``s); :meth:`RunConfig.from_dict` turns them into these frozen dataclasses, rejecting
+unknown keys and wrong types with one message that names the field (``optim.lr: ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping
+
+from sparsejax.config import ConfigError, GPTConfig
+from sparsejax.optim import OptimConfig
+from sparsejax.sparsity import SparsityConfig
+
+DATA_SOURCES = ("builtin",)
+TOKENIZERS = ("bytes",)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+  """Where the training tokens come from. Nothing is ever downloaded."""
+
+  source: str = "builtin"  # "builtin": the seeded simple-Python generator (sparsejax.corpus)
+  seed: int = 0  # corpus seed (the held-out split uses documents after the training ones)
+  train_tokens: int = 2_000_000  # tokens in the training stream
+  eval_tokens: int = 100_000  # tokens in the held-out stream
+  tokenizer: str = "bytes"  # "bytes": UTF-8 bytes + <|endoftext|>
+
+  def __post_init__(self):
+    if self.source not in DATA_SOURCES:
+      raise ValueError(f"source: must be one of {DATA_SOURCES}, got {self.source!r}")
+    if self.tokenizer not in TOKENIZERS:
+      raise ValueError(f"tokenizer: must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+    if self.train_tokens < 1 or self.eval_tokens < 1:
+      raise ValueError("train_tokens and eval_tokens must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+  """The training loop."""
+
+  steps: int = 1000  # optimizer steps (the schedules' total)
+  batch_size: int = 16  # sequences per step (global, over all processes)
+  seq_len: int = 128  # tokens per sequence (<= model.block_size)
+  seed: int = 0  # parameter init and batch order
+  log_every: int = 50  # progress line + metrics.jsonl row every N steps
+  eval_every: int = 250  # held-out loss every N steps (and at the end)
+  eval_batches: int = 4  # batches averaged for the held-out loss
+
+  def __post_init__(self):
+    for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+SECTIONS = {"model": GPTConfig, "sparsity": SparsityConfig, "optim": OptimConfig,
+            "data": DataConfig, "train": LoopConfig}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+  model: GPTConfig
+  sparsity: SparsityConfig = SparsityConfig()
+  optim: OptimConfig = OptimConfig()
+  data: DataConfig = DataConfig()
+  train: LoopConfig = LoopConfig()
+
+  def __post_init__(self):
+    if self.train.seq_len > self.model.block_size:
+      raise ConfigError(f"train.seq_len: {self.train.seq_len} exceeds model.block_size "
+                        f"{self.model.block_size}")
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+      raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)}")
+    if "model" not in data:
+      raise ConfigError("the config has no 'model' section")
+    return cls(**{name: build(SECTIONS[name], data[name], name) for name in SECTIONS
+                  if name in data})
+
+  def to_dict(self) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in SECTIONS:
+      section = getattr(self, name)
+      out[name] = section.to_dict() if hasattr(section, "to_dict") else dataclasses.asdict(section)
+    return out
+
+
+def build(cls, values: Mapping[str, Any], where: str):
+  """``cls(**values)`` with unknown keys and wrong types reported as ``where.key: ...``."""
+  if not isinstance(values, Mapping):
+    raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+  fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ConfigError(f"{where}.{unknown[0]}: unknown key; valid keys: {', '.join(sorted(fields))}")
+  if cls is GPTConfig:
+    try:
+      return GPTConfig.from_dict(values)
+    except ConfigError as e:
+      raise ConfigError(str(e).replace("GPTConfig.", f"{where}.", 1)) from None
+  hints = typing.get_type_hints(cls)
+  for key, value in values.items():
+    _check_type(f"{where}.{key}", value, hints[key])
+  try:
+    return cls(**values)
+  except ValueError as e:
+    message = str(e)
+    prefix = f"{cls.__name__}."
+    message = message[len(prefix):] if message.startswith(prefix) else message
+    raise ConfigError(f"{where}.{message}" if ":" in message.split()[0] else f"{where}: {message}"
+                      ) from None
+
+
+def _check_type(where: str, value, expected) -> None:
+  allowed = typing.get_args(expected) or (expected,)
+  for t in allowed:
+    if t is type(None) and value is None:
+      return
+    if t is bool and isinstance(value, bool):
+      return
+    if t is int and isinstance(value, int) and not isinstance(value, bool):
+      return
+    if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+      return
+    if t is str and isinstance(value, str):
+      return
+  names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+  raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
