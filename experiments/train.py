@@ -1,7 +1,10 @@
-"""Trains a weight-sparse GPT. The logic lives in ``sparsejax.trainer``.
+"""Trains (or resumes) a weight-sparse GPT. The logic lives in ``sparsejax.trainer``.
 
   python experiments/train.py --config=experiments/configs/tiny.py --workdir=runs/tiny \
       [--config.train.steps=1000 --config.sparsity.target_density=0.0625 ...]
+  python experiments/train.py --config=experiments/configs/csp.py:4x --workdir=runs/csp4x
+
+Running it again on the same workdir resumes from the latest checkpoint.
 """
 
 import sys
@@ -12,26 +15,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sparsejax.config import ConfigError  # noqa: E402
-from sparsejax.run_config import RunConfig  # noqa: E402
-from sparsejax.trainer import train  # noqa: E402
+from sparsejax import distributed  # noqa: E402
 
+# Unlocked: an override of a key the file does not set is added, then RunConfig rejects unknown keys
+# with a one-line error naming them (a locked ConfigDict would fail with a traceback instead).
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.py with get_config).",
-                                          lock_config=True)
+                                          lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
+_ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
+                                  "Resume even if the config differs from the saved one.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (also done "
+                               "automatically under SLURM / TPU pods / a coordinator address).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+  distributed.maybe_initialize_distributed(force=_MULTIHOST.value)
+  from sparsejax.run_config import RunConfig
+  from sparsejax.trainer import train
   try:
     cfg = RunConfig.from_dict(_CONFIG.value.to_dict())
-    train(cfg, _WORKDIR.value, progress=lambda line: print(line, flush=True))
-  except (ConfigError, ValueError, OSError) as e:
-    logging.error("%s", e)
+    train(cfg, _WORKDIR.value, progress=lambda line: print(line, flush=True),
+          allow_config_change=_ALLOW_CHANGE.value)
+  except (ValueError, OSError, RuntimeError, ImportError) as e:
     sys.exit(f"error: {e}")
 
 
+def parse_flags(argv):
+  """absl flag parsing, with a bad --config override reported in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e)
+    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+      message = message[1:-1]  # KeyError / AttributeError quote their message
+    message = " ".join(message.replace("\\n", " ").replace("\\'", "'").split())
+    sys.exit(f"error: bad flag: {message}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -49,6 +49,48 @@ READ_HINTS = ("input", "source", "data", "in", "raw", "config")
 WRITE_HINTS = ("output", "result", "report", "out", "summary", "log")
 
 
+# Idioms the paper's 20 tasks probe, as patterns over generated source. The corpus test asserts
+# each one appears, so a change to the generator cannot silently drop one.
+IDIOMS = {
+    "double_quoted_string_arg": r'\("[^"\n]*"\)',
+    "single_quoted_string_arg": r"\('[^'\n]*'\)",
+    "keyword_default_after_positional": r"def \w+\(\w+, \w+=",
+    "set_accumulator": r"(\w+) = set\(\)\n(?:.*\n)*?.*\1\.add\(",
+    "string_accumulator": r"(\w+) = (\"\"|'')\n(?:.*\n)*?.*\1 \+= ",
+    "fixed_name_current": r"current = (set\(\)|\"\"|'')",
+    "class_init_copies": r"def __init__\(self, (\w+).*\n\s+self\.\1 = \1",
+    "with_open_as": r"with open\(.*\) as \w+:",
+    "open_assignment": r"\w+ = open\(",
+    "open_read_mode": r"open\([^)]*['\"]r['\"]\)",
+    "open_write_mode": r"open\([^)]*['\"]w['\"]\)",
+    "dict_literal": r"\{['\"]\w+['\"]: ",
+    "list_literal": r"\[\d+, \d+",
+    "nested_list_close": r"\]\]",
+    "nested_list_depth3": r"\[\[\[",
+    "multiline_list_row": r"\n\s+\[.*\],\n",
+    "for_in_loop": r"for \w+ in \w+:",
+    "while_condition": r"while \w+ < \w+:",
+    "while_flag": r"while [a-z]+:",
+    "while_true": r"while True:",
+    "return_true": r"return True\n",
+    "elif_branch": r"elif .+:",
+    "else_branch": r"else:\n",
+    "fstring_brace": r"f(['\"]).*\{\w+\}.*\1",
+    "plain_string_print": r"print\((['\"])[^{}]*\1\)",
+    "ternary": r"= .+ if .+ else .+",
+    "tuple_swap": r"(\w+), (\w+) = \2, \1",
+    "indented_for_body": r"for .*:\n {8,}\S",
+    "lambda": r"lambda \w+: ",
+    "def_function": r"def \w+\(",
+    "if_equals": r"if \w+ == \w+:",
+    "assign_equals": r"\n\s*\w+ = \d+\n",
+    "enumerate_loop": r"for \w+, \w+ in enumerate\(",
+    "range_loop": r"for \w+ in range\(",
+    "bool_equals_check": r"if \w+ == (True|False):",
+    "bool_assignment": r"\w+ = (True|False)\n",
+}
+
+
 class _Gen:
   """One program's worth of random choices. Every method returns source lines (no newline)."""
 

@@ -15,27 +15,45 @@ from sparsejax.config import ConfigError, GPTConfig
 from sparsejax.optim import OptimConfig
 from sparsejax.sparsity import SparsityConfig
 
-DATA_SOURCES = ("builtin",)
-TOKENIZERS = ("bytes",)
+TOKENIZERS = ("bpe", "bytes", "tinypython", "file")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
-  """Where the training tokens come from. Nothing is ever downloaded."""
+  """Where the training tokens come from. Nothing is ever downloaded.
 
-  source: str = "builtin"  # "builtin": the seeded simple-Python generator (sparsejax.corpus)
-  seed: int = 0  # corpus seed (the held-out split uses documents after the training ones)
-  train_tokens: int = 2_000_000  # tokens in the training stream
-  eval_tokens: int = 100_000  # tokens in the held-out stream
-  tokenizer: str = "bytes"  # "bytes": UTF-8 bytes + <|endoftext|>
+  Sources are mixed by weight: each gets ``weight / sum(weights)`` of the train and held-out
+  tokens (a finite source that runs out gives what it has; the manifest records it).
+  """
+
+  seed: int = 0  # built-in generator seed
+  train_tokens: int = 2_000_000  # tokens in the training split (all sources)
+  eval_tokens: int = 100_000  # tokens in the held-out split
+  builtin_weight: float = 1.0  # the seeded simple-Python generator (sparsejax.corpus)
+  python_weight: float = 0.0  # real .py files from python_dirs
+  python_dirs: str = ""  # comma-separated directories; "" = the interpreter's standard library
+  files_weight: float = 0.0  # user files
+  files: str = ""  # comma-separated .txt / .jsonl / .py / .md files or directories
+  tokenizer: str = "bpe"  # "bpe": train on the corpus; "bytes"; "tinypython": official files in
+  #                         tokenizer_path; "file": a tokenizer.json at tokenizer_path
+  tokenizer_path: str = ""
+  bpe_vocab_size: int = 2048  # BPE vocabulary, <|endoftext|> = bpe_vocab_size - 1
+  tokenizer_train_chars: int = 4_000_000  # characters of corpus text the BPE is trained on
 
   def __post_init__(self):
-    if self.source not in DATA_SOURCES:
-      raise ValueError(f"source: must be one of {DATA_SOURCES}, got {self.source!r}")
     if self.tokenizer not in TOKENIZERS:
       raise ValueError(f"tokenizer: must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+    if self.tokenizer in ("tinypython", "file") and not self.tokenizer_path:
+      raise ValueError(f"tokenizer_path: required for tokenizer={self.tokenizer!r}")
     if self.train_tokens < 1 or self.eval_tokens < 1:
-      raise ValueError("train_tokens and eval_tokens must be >= 1")
+      raise ValueError("train_tokens: train_tokens and eval_tokens must be >= 1")
+    weights = (self.builtin_weight, self.python_weight, self.files_weight)
+    if min(weights) < 0 or sum(weights) <= 0:
+      raise ValueError("builtin_weight: source weights must be >= 0 with a positive sum")
+    if self.files_weight > 0 and not self.files.strip():
+      raise ValueError("files: files_weight > 0 needs at least one path in data.files")
+    if self.bpe_vocab_size < 258:
+      raise ValueError(f"bpe_vocab_size: must be >= 258, got {self.bpe_vocab_size}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,11 +67,20 @@ class LoopConfig:
   log_every: int = 50  # progress line + metrics.jsonl row every N steps
   eval_every: int = 250  # held-out loss every N steps (and at the end)
   eval_batches: int = 4  # batches averaged for the held-out loss
+  checkpoint_every: int = 500  # orbax checkpoint every N steps (and at the end)
+  keep_checkpoints: int = 3  # the last N checkpoints are kept
+  fsdp: int = 1  # devices per FSDP group; the mesh is (n_devices / fsdp) x fsdp
+  skip_nonfinite: bool = False  # skip steps with a non-finite loss instead of stopping
 
   def __post_init__(self):
-    for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches"):
+    for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches",
+                 "checkpoint_every", "keep_checkpoints", "fsdp"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+  # Fields that may change when a run is resumed (they do not change what is computed).
+  RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "checkpoint_every",
+                       "keep_checkpoints")
 
 
 SECTIONS = {"model": GPTConfig, "sparsity": SparsityConfig, "optim": OptimConfig,

@@ -1,14 +1,26 @@
-"""Tokenizers. ``ByteTokenizer``: every UTF-8 byte is a token, plus ``<|endoftext|>``.
+"""Tokenizers: the 2048-token byte-level BPE of the paper, and a byte-level fallback.
 
-Byte-level tokens need no training and express any text, which makes them the fallback for tests and
-for the smallest runs.
+The paper's ``tinypython_2k`` is a 2048-token BPE trained on its Python corpus, with the pre-tokenizer
+regex below and ``<|endoftext|>`` = 2047 (paper-notes §2.2). :func:`train_bpe` trains the same kind
+of tokenizer on our corpus with the ``tokenizers`` library (no network); :func:`load_tinypython`
+reads the official ``encoder.json`` + ``vocab.bpe`` from a local directory; :func:`load_tokenizer`
+reads a ``tokenizer.json`` we saved. ``ByteTokenizer`` (every UTF-8 byte a token) needs no training.
+
+The regex makes runs of punctuation absorb trailing newlines and slashes, so ``]]\\n``, ``("`` and
+``')`` can each be one token — which is what makes several of the paper's tasks single-token.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import hashlib
+import json
+import os
+from typing import Iterable, Protocol, Sequence
 
 EOT_TEXT = "<|endoftext|>"
+# The official pre-tokenizer regex (tiktoken ``pat_str`` of tinypython_2k).
+PRETOKENIZE_REGEX = (r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|"
+                     r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 class Tokenizer(Protocol):
@@ -21,7 +33,13 @@ class Tokenizer(Protocol):
   def encode(self, text: str) -> list[int]:
     ...
 
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    ...
+
   def decode(self, ids: Sequence[int]) -> str:
+    ...
+
+  def sha256(self) -> str:
     ...
 
 
@@ -35,6 +53,9 @@ class ByteTokenizer:
   def encode(self, text: str) -> list[int]:
     return list(text.encode("utf-8"))
 
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
+
   def decode(self, ids: Sequence[int]) -> str:
     out, chunk = [], bytearray()
     for i in ids:
@@ -45,3 +66,121 @@ class ByteTokenizer:
         chunk.append(int(i))
     out.append(chunk.decode("utf-8", errors="replace"))
     return "".join(out)
+
+  def sha256(self) -> str:
+    return hashlib.sha256(b"sparsejax-byte-tokenizer-v1").hexdigest()
+
+  def save(self, path: str) -> None:
+    _atomic_write(path, json.dumps({"sparsejax_tokenizer": "bytes"}))
+
+
+class BPETokenizer:
+  """A byte-level BPE (``tokenizers.Tokenizer``) with ``<|endoftext|>`` as its last id."""
+
+  def __init__(self, tok, name: str = "bpe"):
+    self._tok = tok
+    self.name = name
+    self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    eot = tok.token_to_id(EOT_TEXT)
+    if eot is None:
+      raise ValueError(f"tokenizer {name!r} has no {EOT_TEXT} token")
+    self.eot_id = eot
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self._tok.encode_batch(list(texts))]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def token_text(self, token_id: int) -> str:
+    """The text of one token."""
+    return self.decode([token_id])
+
+  def to_json(self) -> str:
+    return self._tok.to_str()
+
+  def sha256(self) -> str:
+    return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+  def save(self, path: str) -> None:
+    _atomic_write(path, self.to_json())
+
+
+def _require_tokenizers():
+  try:
+    import tokenizers  # noqa: F401
+  except ImportError as e:
+    raise ImportError("BPE tokenizers need the 'tokenizers' package: pip install tokenizers"
+                      ) from e
+  return tokenizers
+
+
+def _configure(tok):
+  """The official pre-tokenizer (regex, then byte-level mapping) and decoder."""
+  tk = _require_tokenizers()
+  tok.pre_tokenizer = tk.pre_tokenizers.Sequence([
+      tk.pre_tokenizers.Split(tk.Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+      tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+  ])
+  tok.decoder = tk.decoders.ByteLevel()
+  return tok
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int = 2048, name: str = "bpe") -> BPETokenizer:
+  """Trains a byte-level BPE with ``vocab_size - 1`` learned tokens, then ``<|endoftext|>``.
+
+  Deterministic for the same texts. Raises if the texts are too few to learn that many tokens.
+  """
+  tk = _require_tokenizers()
+  tok = _configure(tk.Tokenizer(tk.models.BPE()))
+  trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size - 1, show_progress=False,
+                                   initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+                                   special_tokens=[])
+  tok.train_from_iterator(texts, trainer=trainer)
+  learned = tok.get_vocab_size()
+  if learned != vocab_size - 1:
+    raise ValueError(f"the tokenizer training text only supports {learned + 1} tokens, "
+                     f"{vocab_size} were requested; use more text or a smaller vocabulary")
+  tok.add_special_tokens([EOT_TEXT])
+  return BPETokenizer(tok, name)
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+  """Reads a tokenizer saved by ``save`` (``tokenizer.json``)."""
+  with open(path) as f:
+    text = f.read()
+  if json.loads(text).get("sparsejax_tokenizer") == "bytes":
+    return ByteTokenizer()
+  tk = _require_tokenizers()
+  return BPETokenizer(tk.Tokenizer.from_str(text), name="bpe")
+
+
+def load_tinypython(directory: str) -> BPETokenizer:
+  """The official ``tinypython_2k`` from ``encoder.json`` and ``vocab.bpe`` in ``directory``."""
+  tk = _require_tokenizers()
+  enc_path, bpe_path = (os.path.join(directory, n) for n in ("encoder.json", "vocab.bpe"))
+  for p in (enc_path, bpe_path):
+    if not os.path.isfile(p):
+      raise FileNotFoundError(f"tinypython tokenizer: {p} not found")
+  with open(enc_path) as f:
+    vocab = json.load(f)
+  with open(bpe_path, encoding="utf-8") as f:
+    lines = [l for l in f.read().split("\n") if l and not l.startswith("#version")]
+  merges = [tuple(l.split(" ")) for l in lines]
+  eot = vocab.pop(EOT_TEXT, None)
+  tok = _configure(tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=merges)))
+  tok.add_special_tokens([EOT_TEXT])
+  out = BPETokenizer(tok, name="tinypython_2k")
+  if eot is not None and out.eot_id != eot:
+    raise ValueError(f"tinypython tokenizer: {EOT_TEXT} should be id {eot}, got {out.eot_id}")
+  return out
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)

@@ -42,12 +42,22 @@ def merge(graphdef, params, buffers) -> GPT:
   return nnx.merge(graphdef, params, buffers)
 
 
-def create_train_state(cfg: GPTConfig, tx: optax.GradientTransformation, seed: int = 0):
-  """(graphdef, TrainState at step 0)."""
-  graphdef, params, buffers = init_model(cfg, seed)
-  state = TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
-                     buffers=buffers)
-  return graphdef, state
+def create_train_state(cfg: GPTConfig, tx: optax.GradientTransformation, seed: int = 0,
+                       mesh=None):
+  """(graphdef, TrainState at step 0). With a mesh, the state is created directly in its
+  shardings (:mod:`sparsejax.distributed`), never whole on one device."""
+
+  def init():
+    _, params, buffers = init_model(cfg, seed)
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                      buffers=buffers)
+
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(seed))))
+  if mesh is None:
+    return graphdef, jax.jit(init)()
+  from sparsejax import distributed
+  shardings = distributed.tree_shardings(jax.eval_shape(init), mesh)
+  return graphdef, jax.jit(init, out_shardings=shardings)()
 
 
 def next_token_loss(logits_BTV, targets_BT, weights_BT=None):
@@ -68,12 +78,18 @@ def loss_fn(params, buffers, graphdef, tokens_BT1):
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, *,
                     sparsity: sparsity_lib.SparsityConfig, total_steps: int,
-                    learning_rate: Callable | None = None, donate: bool = True, jit: bool = True):
+                    learning_rate: Callable | None = None, donate: bool = True, jit: bool = True,
+                    mesh=None, state=None, skip_nonfinite: bool = False):
   """Returns ``step_fn(state, tokens_BT1) -> (state, metrics)``.
 
   Metrics (device scalars): ``loss``, ``grad_rms`` (before normalisation), ``lr`` (when
   ``learning_rate`` is given), ``l0`` and ``l0_fraction`` (nonzeros the projection keeps in the
-  projected parameters after this step, and their fraction), ``density`` (hidden-matrix target).
+  projected parameters after this step, and their fraction), ``density`` (hidden-matrix target),
+  ``skipped`` (1 when ``skip_nonfinite`` dropped this step's update because the loss or the
+  gradients were not finite).
+
+  With ``mesh`` (and an example ``state`` for the shapes), the step is compiled for the sharded
+  state and the (data × fsdp)-sharded batch.
   """
 
   def step_fn(state: TrainState, tokens_BT1):
@@ -92,13 +108,27 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
     }
     if learning_rate is not None:
       metrics["lr"] = learning_rate(state.step)
+    if skip_nonfinite:
+      ok = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_rms"])
+      params = jax.tree.map(lambda new, old: jnp.where(ok, new, old), params, state.params)
+      opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), opt_state,
+                               state.opt_state)
+      metrics["skipped"] = 1 - ok.astype(jnp.int32)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            buffers=state.buffers)
     return new_state, metrics
 
   if not jit:
     return step_fn
-  return jax.jit(step_fn, donate_argnums=(0,) if donate else ())
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(step_fn, donate_argnums=donate_argnums)
+  from jax.sharding import NamedSharding, PartitionSpec
+  from sparsejax import distributed
+  state_shardings = distributed.tree_shardings(state, mesh)
+  return jax.jit(step_fn, donate_argnums=donate_argnums,
+                 in_shardings=(state_shardings, distributed.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())))
 
 
 def make_eval_step(graphdef, *, jit: bool = True):

@@ -1,46 +1,42 @@
 """The training loop behind ``experiments/train.py``.
 
-Builds the tokenizer, the token streams, the model and the sparse optimizer from a
-:class:`~sparsejax.run_config.RunConfig`, then runs the jitted step with metrics of step t read
-only after step t + 1 is dispatched (no host sync in the loop), a progress line with loss, tokens/s,
-L0 and ETA, held-out loss at an interval, and ``metrics.jsonl`` + ``config.json`` in the workdir.
+``train(cfg, workdir)`` makes the run directory self-describing and resumable::
+
+  workdir/config.json      the RunConfig (a resumed run must match it, see below)
+  workdir/data/            tokenizer, token shards and their manifest (sparsejax.data)
+  workdir/checkpoints/     orbax checkpoints: state + step (async, atomic, last N kept)
+  workdir/metrics.jsonl    one JSON object per logged step
+  workdir/tensorboard/     events, when tensorboardX is installed
+
+Starting on a workdir that has checkpoints resumes from the latest one; the batches of step s are a
+pure function of (seed, s, process), so the resumed run computes exactly what an uninterrupted run
+would. A config that differs from the saved one (other than logging / checkpoint cadence) is
+refused unless ``allow_config_change``. The loop never syncs with the host except to log, evaluate
+and checkpoint; a non-finite loss stops the run naming the step, without checkpointing past the last
+finite one (or, with ``train.skip_nonfinite``, the step's update is dropped and counted).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import corpus, data as data_lib, optim, train_step
+from sparsejax import data as data_lib, distributed, optim, train_step
+from sparsejax.checkpoint import Checkpointer
 from sparsejax.config import ConfigError
 from sparsejax.metrics import MetricWriter
-from sparsejax.run_config import RunConfig
-from sparsejax.tokenizer import ByteTokenizer, Tokenizer
-
-# Held-out documents come from the same generator with a disjoint document range.
-_EVAL_DOC_OFFSET = 1 << 30
+from sparsejax.run_config import LoopConfig, RunConfig
 
 
-def make_tokenizer(cfg: RunConfig) -> Tokenizer:
-  if cfg.data.tokenizer == "bytes":
-    return ByteTokenizer()
-  raise ConfigError(f"data.tokenizer: unknown tokenizer {cfg.data.tokenizer!r}")
-
-
-def build_streams(cfg: RunConfig, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
-  """(train tokens, held-out tokens) of the configured corpus."""
-  d = cfg.data
-  if d.source == "builtin":
-    train = data_lib.build_token_stream(corpus.iter_documents(d.seed), tokenizer, d.train_tokens)
-    held = data_lib.build_token_stream(corpus.iter_documents(d.seed, start=_EVAL_DOC_OFFSET),
-                                       tokenizer, d.eval_tokens)
-    return train, held
-  raise ConfigError(f"data.source: unknown source {d.source!r}")
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. a non-finite loss). The message names the step."""
 
 
 def format_duration(seconds: float) -> str:
@@ -50,74 +46,178 @@ def format_duration(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def train(cfg: RunConfig, workdir: str, *, progress: Callable[[str], None] = print) -> dict:
-  """Trains from scratch; returns the last logged metrics (with ``eval_loss``)."""
-  os.makedirs(workdir, exist_ok=True)
-  tokenizer = make_tokenizer(cfg)
-  if cfg.model.vocab_size != tokenizer.vocab_size:
-    raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} does not match the "
-                      f"{tokenizer.name} tokenizer's {tokenizer.vocab_size} tokens")
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """Dotted names of fields that differ, ignoring those a resumed run may change."""
+  out = []
+  for section in sorted(set(saved) | set(current)):
+    a, b = saved.get(section, {}), current.get(section, {})
+    for key in sorted(set(a) | set(b)):
+      if section == "train" and key in LoopConfig.RESUMABLE_CHANGES:
+        continue
+      if a.get(key) != b.get(key):
+        out.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
+  return out
 
+
+def _check_workdir(workdir: str) -> bool:
+  """Creates the workdir if needed; returns whether it existed. Raises if it is not writable."""
+  existed = os.path.isdir(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f"workdir {workdir} is not writable ({e.strerror or e})") from None
+  return existed
+
+
+def _check_vocab(cfg: RunConfig, vocab_size: int) -> None:
+  if cfg.model.vocab_size != vocab_size:
+    raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} does not match the tokenizer's "
+                      f"{vocab_size} tokens")
+
+
+def train(cfg: RunConfig, workdir: str, *, progress: Callable[[str], None] = print,
+          allow_config_change: bool = False) -> dict:
+  """Trains (or resumes) the run in ``workdir``; returns the last logged metrics."""
+  workdir = os.path.abspath(workdir)
+  data_lib.check_sources(cfg.data)
+  if cfg.data.tokenizer in ("bpe", "bytes"):  # the vocabulary is known before building anything
+    _check_vocab(cfg, cfg.data.bpe_vocab_size if cfg.data.tokenizer == "bpe" else 257)
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      saved = json.load(f)
+    diff = config_differences(saved, cfg.to_dict())
+    if diff and not allow_config_change:
+      raise ConfigError(f"the config differs from the one saved in {config_path}: "
+                        f"{'; '.join(diff)}. Use another --workdir, or pass "
+                        "--allow_config_change to resume with the new values")
+  existed = _check_workdir(workdir)
+  data_dir = os.path.join(workdir, "data")
+  data_existed = os.path.exists(os.path.join(data_dir, data_lib.MANIFEST))
   t0 = time.time()
-  train_tokens, eval_tokens = build_streams(cfg, tokenizer)
-  progress(f"data: {len(train_tokens):,} train / {len(eval_tokens):,} held-out tokens "
-           f"({tokenizer.name}, {time.time() - t0:.1f}s)")
-  loop = cfg.train
-  sampler = data_lib.BatchSampler(train_tokens, batch_size=loop.batch_size, seq_len=loop.seq_len,
-                                  seed=loop.seed, process_index=jax.process_index(),
-                                  process_count=jax.process_count())
-  eval_sampler = data_lib.BatchSampler(eval_tokens, batch_size=loop.batch_size,
-                                       seq_len=loop.seq_len, seed=loop.seed + 1)
-  eval_batches = [eval_sampler.batch(i) for i in range(loop.eval_batches)]
+  try:
+    dataset = data_lib.prepare(cfg.data, data_dir, progress)
+    _check_vocab(cfg, dataset.tokenizer.vocab_size)
+  except Exception:
+    if not data_existed:  # leave nothing half-built behind
+      shutil.rmtree(data_dir, ignore_errors=True)
+      if not existed and not os.listdir(workdir):
+        os.rmdir(workdir)
+    raise
+  progress(f"data: {sum(map(len, dataset.train)):,} train / {sum(map(len, dataset.eval)):,} "
+           f"held-out tokens, tokenizer {dataset.tokenizer.name} ({time.time() - t0:.1f}s)")
+  if not os.path.exists(config_path) or allow_config_change:
+    tmp = config_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+    os.replace(tmp, config_path)
+  return _run(cfg, workdir, dataset, progress)
 
+
+def _run(cfg: RunConfig, workdir: str, dataset: data_lib.Dataset, progress) -> dict:
+  loop = cfg.train
+  mesh = distributed.make_mesh(loop.fsdp)
   tx = optim.sparse_adam(cfg.optim, cfg.sparsity, loop.steps)
   lr = optim.learning_rate_schedule(cfg.optim, cfg.sparsity, loop.steps)
-  graphdef, state = train_step.create_train_state(cfg.model, tx, seed=loop.seed)
+  graphdef, state = train_step.create_train_state(cfg.model, tx, seed=loop.seed, mesh=mesh)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=loop.keep_checkpoints)
+  start = 0
+  if checkpointer.latest_step() is not None:
+    state, meta = checkpointer.restore(state)
+    start = int(meta["step"])
+    progress(f"resuming from the checkpoint at step {start}")
+  _truncate_metrics(workdir, start)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   progress(f"model: {n_params:,} parameters, {cfg.model.n_layer} layers, d_model "
-           f"{cfg.model.d_model}; sparsity {'on' if cfg.sparsity.enabled else 'off'} "
-           f"(target density {cfg.sparsity.target_density:g})")
+           f"{cfg.model.d_model}; sparsity {'on' if cfg.sparsity.enabled else 'off'} (target "
+           f"density {cfg.sparsity.target_density:g}); mesh {dict(mesh.shape)}")
+
+  sampler = data_lib.BatchSampler(dataset.train, batch_size=loop.batch_size, seq_len=loop.seq_len,
+                                   seed=loop.seed, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+  eval_sampler = data_lib.BatchSampler(dataset.eval, batch_size=loop.batch_size,
+                                       seq_len=loop.seq_len, seed=loop.seed + 1,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  eval_batches = [distributed.global_batch(eval_sampler.batch(i), mesh)
+                  for i in range(loop.eval_batches)]
   step_fn = train_step.make_train_step(graphdef, tx, sparsity=cfg.sparsity,
-                                       total_steps=loop.steps, learning_rate=lr)
+                                       total_steps=loop.steps, learning_rate=lr, mesh=mesh,
+                                       state=state, skip_nonfinite=loop.skip_nonfinite)
   eval_fn = train_step.make_eval_step(graphdef)
 
   def evaluate(state) -> float:
     return float(np.mean([eval_fn(state.params, state.buffers, b) for b in eval_batches]))
 
+  # First step (1-based) whose loss was not finite, tracked on device: -1 while all are finite.
+  first_bad = jnp.int32(-1)
+  track_bad = jax.jit(lambda bad, loss, done: jnp.where((bad < 0) & ~jnp.isfinite(loss), done,
+                                                        bad))
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-  logger = _ProgressLogger(loop, writer, progress)
+  logger = _ProgressLogger(loop, writer, progress, start)
+  last_saved = start
   pending = None  # (steps done, metrics on device, held-out loss or None) of the previous step
   try:
-    for step in range(loop.steps):
-      state, metrics = step_fn(state, sampler.batch(step))
+    for step in range(start, loop.steps):
+      state, metrics = step_fn(state, distributed.global_batch(sampler.batch(step), mesh))
       done = step + 1
+      if not loop.skip_nonfinite:
+        first_bad = track_bad(first_bad, metrics["loss"], done)
       # The previous step's metrics are read only now that this step is queued: no host sync in
-      # the loop (except at evaluations, which need this step's parameters).
+      # the loop except to evaluate and checkpoint, which need this step's parameters.
       if pending is not None:
         logger.log(*pending)
+      checkpoint = done % loop.checkpoint_every == 0 or done == loop.steps
+      if (checkpoint or done % loop.eval_every == 0) and int(first_bad) >= 0:
+        raise FloatingPointError(f"non-finite loss at step {int(first_bad)}")
       eval_loss = evaluate(state) if done % loop.eval_every == 0 or done == loop.steps else None
+      if checkpoint:
+        checkpointer.save(done, state, {"step": done})
+        last_saved = done
       pending = (done, metrics, eval_loss)
-    last = logger.log(*pending)
+    last = logger.log(*pending, force=True) if pending is not None else {}
+  except FloatingPointError as e:
+    raise TrainingError(f"{e}; the last good checkpoint is step {last_saved} in "
+                        f"{checkpointer.directory}") from None
   finally:
     writer.close()
-  progress(f"done: {loop.steps} steps in {format_duration(time.time() - logger.start)}; final "
-           f"loss {last['loss']:.4f}, held-out loss {last['eval_loss']:.4f}")
+    checkpointer.close()
+  if start >= loop.steps:
+    progress(f"nothing to do: the checkpoint is already at step {start} of {loop.steps}")
+    return {}
+  progress(f"done: steps {start}..{loop.steps} in {format_duration(time.time() - logger.start)};"
+           f" final loss {last['loss']:.4f}, held-out loss {last['eval_loss']:.4f}")
   return last
+
+
+def _truncate_metrics(workdir: str, step: int) -> None:
+  """Drops metrics rows after ``step`` (logged by a run that died before its next checkpoint)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(rows)
+  os.replace(tmp, path)
 
 
 class _ProgressLogger:
   """Writes metrics rows and progress lines at the logging interval, with tokens/s and ETA."""
 
-  def __init__(self, loop, writer: MetricWriter, progress: Callable[[str], None]):
+  def __init__(self, loop, writer: MetricWriter, progress: Callable[[str], None], start: int):
     self.loop, self.writer, self.progress = loop, writer, progress
     self.start = self.window_start = time.time()
-    self.window_first = 0  # steps done when the current timing window started
+    self.first = self.window_first = start  # steps done when timing started / the window started
 
-  def log(self, done: int, metrics, eval_loss: float | None) -> dict | None:
+  def log(self, done: int, metrics, eval_loss: float | None, force: bool = False) -> dict | None:
     loop = self.loop
-    if done % loop.log_every and eval_loss is None:
+    if done % loop.log_every and eval_loss is None and not force:
       return None
     row = {k: float(v) for k, v in jax.device_get(metrics).items()}
     now = time.time()
@@ -126,13 +226,14 @@ class _ProgressLogger:
     self.window_start, self.window_first = now, done
     if eval_loss is not None:
       row["eval_loss"] = eval_loss
-    if not np.isfinite(row["loss"]):
+    if not np.isfinite(row["loss"]) and not loop.skip_nonfinite:
       raise FloatingPointError(f"non-finite loss {row['loss']} at step {done}")
     self.writer.write(done, row)
-    eta = (loop.steps - done) * (now - self.start) / done
+    eta = (loop.steps - done) * (now - self.start) / max(done - self.first, 1)
     self.progress(
         f"step {done}/{loop.steps} | loss {row['loss']:.4f}"
         + (f" | eval {eval_loss:.4f}" if eval_loss is not None else "")
         + f" | lr {row.get('lr', 0.0):.2e} | L0 {row['l0_fraction']:.2%} (hidden "
-        f"{row['density']:.2%}) | {row['tokens_per_sec']:,.0f} tok/s | ETA {format_duration(eta)}")
+        f"{row['density']:.2%}) | {row['tokens_per_sec']:,.0f} tok/s | ETA {format_duration(eta)}"
+        + (f" | skipped {int(row['skipped'])}" if row.get("skipped") else ""))
     return row

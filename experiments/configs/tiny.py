@@ -3,20 +3,24 @@
   python experiments/train.py --config=experiments/configs/tiny.py --workdir=runs/tiny
 """
 
-import ml_collections
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from base import base_config, update  # noqa: E402
 
 
-def get_config() -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict()
-  cfg.model = dict(
-      block_size=128, vocab_size=257, n_layer=2, n_head=8, d_head=16, d_model=128, d_mlp=512,
-      rms_norm=True, tied_unembed=False, enable_bigram_table=True, learnable_bigram_table=True,
-      grad_checkpointing=False, afrac=None, sink=False, nope=True)
-  cfg.sparsity = dict(target_density=1 / 8, embed_density_factor=2.0, min_alive=4,
-                      anneal_start=0.01, anneal_end=0.5)
-  cfg.optim = dict(lr=1e-2, weight_decay=0.1, warmup_frac=0.01)
-  cfg.data = dict(source="builtin", seed=0, train_tokens=2_000_000, eval_tokens=100_000,
-                  tokenizer="bytes")
-  cfg.train = dict(steps=600, batch_size=16, seq_len=128, seed=0, log_every=50, eval_every=200,
-                   eval_batches=4)
-  return ml_collections.ConfigDict(cfg)
+def get_config():
+  return update(
+      base_config(),
+      model=dict(block_size=128, vocab_size=2048, n_layer=2, n_head=8, d_head=16, d_model=128,
+                 d_mlp=512, rms_norm=True, tied_unembed=False, enable_bigram_table=True,
+                 learnable_bigram_table=True, grad_checkpointing=False, nope=True),
+      sparsity=dict(target_density=1 / 8, embed_density_factor=2.0, min_alive=4,
+                    anneal_start=0.01, anneal_end=0.5),
+      optim=dict(lr=1e-2, weight_decay=0.1, warmup_frac=0.01),
+      data=dict(seed=0, train_tokens=2_000_000, eval_tokens=100_000, builtin_weight=1.0,
+                tokenizer="bpe", bpe_vocab_size=2048, tokenizer_train_chars=2_000_000),
+      train=dict(steps=600, batch_size=16, seq_len=128, seed=0, log_every=50, eval_every=200,
+                 eval_batches=4, checkpoint_every=200, keep_checkpoints=2),
+  )

@@ -1,0 +1,125 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from sparsejax import data, sources
+from sparsejax.run_config import DataConfig
+
+
+def small_data(**kw) -> DataConfig:
+  base = dict(train_tokens=30_000, eval_tokens=3_000, tokenizer="bytes")
+  base.update(kw)
+  return DataConfig(**base)
+
+
+def test_prepare_writes_shards_and_manifest_then_reuses_them(tmp_path):
+  d = str(tmp_path / "data")
+  lines = []
+  ds = data.prepare(small_data(), d, lines.append)
+  manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+  assert manifest["sources"]["builtin"]["train"]["tokens"] == 30_000
+  assert manifest["tokenizer_sha256"] == ds.tokenizer.sha256()
+  assert len(ds.train[0]) == 30_000 and len(ds.eval[0]) == 3_000
+  assert ds.train[0].dtype == np.uint16
+  # Documents are separated by EOT.
+  assert (np.asarray(ds.train[0]) == ds.tokenizer.eot_id).sum() > 5
+  mtime = os.path.getmtime(tmp_path / "data" / "train_builtin.bin")
+  again = data.prepare(small_data(), d, lines.append)
+  assert os.path.getmtime(tmp_path / "data" / "train_builtin.bin") == mtime
+  np.testing.assert_array_equal(np.asarray(again.train[0]), np.asarray(ds.train[0]))
+  with pytest.raises(ValueError, match="data.train_tokens"):
+    data.prepare(small_data(train_tokens=40_000), d, lines.append)
+
+
+def test_held_out_split_is_disjoint_from_train(tmp_path):
+  ds = data.prepare(small_data(), str(tmp_path), lambda _: None)
+  tok = ds.tokenizer
+  train_docs = set(tok.decode(np.asarray(ds.train[0])).split("<|endoftext|>")[:-1])
+  eval_docs = set(tok.decode(np.asarray(ds.eval[0])).split("<|endoftext|>")[:-1])
+  assert train_docs and eval_docs and not train_docs & eval_docs
+
+
+def test_sampler_is_a_pure_function_of_seed_step_process():
+  tokens = np.arange(10_000, dtype=np.uint16)
+  s0 = data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3, process_count=2)
+  s1 = data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3, process_index=1,
+                         process_count=2)
+  b = s0.batch(5)
+  assert b.shape == (4, 17) and b.dtype == np.int32
+  np.testing.assert_array_equal(b, data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3,
+                                                     process_count=2).batch(5))
+  assert not np.array_equal(b, s0.batch(6))
+  assert not np.array_equal(b, s1.batch(5))
+  assert (np.diff(b, axis=1) == 1).all()  # contiguous windows
+
+
+def test_mixing_weights_set_the_token_shares(tmp_path):
+  files = tmp_path / "user"
+  files.mkdir()
+  for i in range(40):
+    (files / f"doc{i}.txt").write_text(f"zqxuser {i} " * 60)
+  cfg = small_data(builtin_weight=3.0, files_weight=1.0, files=str(files), train_tokens=20_000,
+                   eval_tokens=400)
+  ds = data.prepare(cfg, str(tmp_path / "data"), lambda _: None)
+  src = ds.manifest["sources"]
+  assert src["builtin"]["train"]["tokens"] == 15_000 and src["files"]["train"]["tokens"] == 5_000
+  sampler = data.BatchSampler(ds.train, batch_size=400, seq_len=24, seed=0)
+  rows = sampler.batch(0)
+  from_user = np.mean([ds.tokenizer.decode(r).count("zqxuser") > 0 for r in rows])
+  assert 0.15 < from_user < 0.35
+
+
+def test_python_source_skips_and_counts_bad_files(tmp_path):
+  root = tmp_path / "py"
+  (root / "pkg").mkdir(parents=True)
+  (root / "a.py").write_text("x = 1\n")
+  (root / "pkg" / "b.py").write_text("x = 1\n")  # duplicate content
+  (root / "c.py").write_bytes(b"\xff\xfe bad utf8")
+  (root / "d.py").write_bytes(b"bin\x00ary")
+  (root / "e.py").write_text("  \n")
+  (root / "f.py").write_text("y = 2\n" * (sources.MAX_FILE_BYTES // 4))
+  stats = sources.SourceStats()
+  docs = list(sources.python_files([str(root)], stats))
+  assert docs == ["x = 1\n"]
+  assert (stats.files, stats.duplicates, stats.non_utf8, stats.binary, stats.empty,
+          stats.too_large) == (1, 1, 1, 1, 1, 1)
+
+
+def test_stdlib_is_the_default_python_corpus():
+  stats = sources.SourceStats()
+  docs = list(zip(range(20), sources.python_files(sources.default_python_dirs(), stats)))
+  assert len(docs) == 20
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "data.python_dirs: no such directory"),
+    ("empty", r"no usable documents \(no files found\)"),
+    ("non_utf8", r"no usable documents \(\d+ non-utf8\)"),
+])
+def test_bad_python_corpora_are_clear_errors(tmp_path, setup, message):
+  root = tmp_path / "corpus"
+  if setup != "missing":
+    root.mkdir()
+  if setup == "non_utf8":
+    for i in range(3):
+      (root / f"f{i}.py").write_bytes(b"\xff\xfe\xfa" * 10)
+  cfg = small_data(builtin_weight=0.0, python_weight=1.0, python_dirs=str(root))
+  with pytest.raises(sources.CorpusError, match=message):
+    data.prepare(cfg, str(tmp_path / "data"), lambda _: None)
+  assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+def test_missing_user_file_is_a_clear_error(tmp_path):
+  cfg = small_data(files_weight=1.0, files=str(tmp_path / "nope.jsonl"))
+  with pytest.raises(sources.CorpusError, match="data.files: no such file or directory"):
+    data.prepare(cfg, str(tmp_path / "data"), lambda _: None)
+
+
+def test_jsonl_user_files(tmp_path):
+  path = tmp_path / "docs.jsonl"
+  path.write_text('{"text": "first doc"}\n"second doc"\nnot json\n{"other": 1}\n')
+  stats = sources.SourceStats()
+  assert list(sources.user_files([str(path)], stats)) == ["first doc", "second doc"]
+  assert stats.bad_lines == 2
