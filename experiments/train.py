@@ -12,15 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sparsejax import distributed  # noqa: E402
+from sparsejax import cli, distributed  # noqa: E402
 
-# Unlocked: an override of a key the file does not set is added, then RunConfig rejects unknown keys
-# with a one-line error naming them (a locked ConfigDict would fail with a traceback instead).
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.py with get_config).",
-                                          lock_config=False)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.py with get_config).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "Resume even if the config differs from the saved one.")
@@ -29,33 +26,14 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initial
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
+def main():
   distributed.maybe_initialize_distributed(force=_MULTIHOST.value)
   from sparsejax.run_config import RunConfig
   from sparsejax.trainer import train
-  try:
-    cfg = RunConfig.from_dict(_CONFIG.value.to_dict())
-    train(cfg, _WORKDIR.value, progress=lambda line: print(line, flush=True),
-          allow_config_change=_ALLOW_CHANGE.value)
-  except (ValueError, OSError, RuntimeError, ImportError) as e:
-    sys.exit(f"error: {e}")
-
-
-def parse_flags(argv):
-  """absl flag parsing, with a bad --config override reported in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e)
-    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
-      message = message[1:-1]  # KeyError / AttributeError quote their message
-    message = " ".join(message.replace("\\n", " ").replace("\\'", "'").split())
-    sys.exit(f"error: bad flag: {message}")
+  cfg = RunConfig.from_dict(_CONFIG.value.to_dict())
+  train(cfg, _WORKDIR.value, progress=lambda line: print(line, flush=True),
+        allow_config_change=_ALLOW_CHANGE.value)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)

@@ -20,13 +20,16 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
     # cleanup_tmp_directories: a save interrupted by a crash leaves a "<step>.orbax-checkpoint-tmp"
     # directory; it is never a candidate for restore, and is removed when the run restarts.
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    # A reader (read_only) touches nothing: a training run may be writing next to it.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            enable_async_checkpointing=async_save,
-                                           cleanup_tmp_directories=True)
+                                           cleanup_tmp_directories=not read_only,
+                                           read_only=read_only)
     self._mgr = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:

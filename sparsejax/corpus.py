@@ -43,10 +43,12 @@ WORDS = (
     "data", "spam", "eggs", "foo", "bar", "baz", "north", "south", "east", "west", "sun", "moon",
     "tea", "cake", "rock", "tree", "river", "stone", "light", "dark", "fast", "slow", "big",
 )
-FILE_STEMS = ("data", "notes", "log", "report", "names", "scores", "config", "results", "words",
-              "input", "output", "users", "items", "summary", "cache", "list", "records", "text")
-READ_HINTS = ("input", "source", "data", "in", "raw", "config")
-WRITE_HINTS = ("output", "result", "report", "out", "summary", "log")
+# File names say how a file is opened: READ_HINTS are read ('r'), WRITE_HINTS written ('w' / 'a');
+# neutral stems go either way. (The with_open task relies on the association.)
+READ_HINTS = ("input", "source", "data", "in", "raw", "config", "settings", "template")
+WRITE_HINTS = ("output", "result", "report", "out", "summary", "log", "results", "export")
+FILE_STEMS = ("notes", "names", "scores", "words", "users", "items", "cache", "list", "records",
+              "text")
 
 
 # Idioms the paper's 20 tasks probe, as patterns over generated source. The corpus test asserts
@@ -318,7 +320,12 @@ class _Gen:
       limit = self.number()
       return [f"{' ' * ind}{name} = 0", f"{' ' * ind}while {name} < {limit}:",
               *self.block(ind + 4, depth + 1, 0, 2), f"{' ' * (ind + 4)}{name} += 1"]
-    if roll < 0.7:
+    if roll < 0.55:
+      queue = self.plural()
+      return [f"{' ' * ind}while {queue}:",
+              f"{' ' * (ind + 4)}{self.noun()} = {queue}.pop()",
+              *self.block(ind + 4, depth + 1, 0, 1)]
+    if roll < 0.75:
       flag = self.choice(("running", "active", "waiting", "searching", "ok", "busy", "alive"))
       return [f"{' ' * ind}{flag} = True", f"{' ' * ind}while {flag}:",
               *self.block(ind + 4, depth + 1, 0, 2),
@@ -330,7 +337,7 @@ class _Gen:
 
   def stmt_open(self, ind, depth):
     read = self.chance(0.5)
-    stem = self.choice(READ_HINTS if read else WRITE_HINTS) if self.chance(0.6) else self.choice(
+    stem = self.choice(READ_HINTS if read else WRITE_HINTS) if self.chance(0.75) else self.choice(
         FILE_STEMS)
     q = self.quote()
     ext = self.choice(("txt", "txt", "csv", "log", "json", "md"))
@@ -411,6 +418,8 @@ class _Gen:
     simple = [self.stmt_assign, self.stmt_print, self.stmt_swap, self.stmt_ternary,
               self.stmt_accumulate]
     pool = self.statements() if depth < 3 else simple
+    # Swaps are short and need many examples to be learned: they are drawn more often.
+    pool = pool + [self.stmt_swap]
     lines = []
     for _ in range(n):
       lines += self.choice(pool)(ind, depth)
@@ -423,10 +432,13 @@ class _Gen:
                            "path", "key", "size", "limit", "step", "scale", "prefix", "sep",
                            "verbose", "default", "mode", "start", "end", "flag", "label"),
                           self.r.randint(0, 5))
-    n_pos = self.r.randint(0, len(names))
-    pos, kw = names[:n_pos], names[n_pos:]
-    defaults = [self.choice(("None", "None", "0", "1", "True", "False", self.string(), "[]",
-                             self.number())) for _ in kw]
+    # Most functions take positional arguments only; some end with one to three keyword ones,
+    # which often share a default.
+    n_kw = self.r.randint(1, min(3, len(names))) if names and self.chance(0.35) else 0
+    pos, kw = names[:len(names) - n_kw], names[len(names) - n_kw:]
+    shared = self.choice(("None", "None", "None", "0", "True", "False"))
+    defaults = [shared if self.chance(0.7) else self.choice(
+        ("None", "0", "1", "True", "False", self.string(), "[]", self.number())) for _ in kw]
     return pos, [f"{k}={d}" for k, d in zip(kw, defaults)]
 
   def function(self, ind=0, method=False) -> list[str]:

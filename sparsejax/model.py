@@ -239,13 +239,19 @@ class GPT(nnx.Module):
   def num_sublayers(self) -> int:
     return 2 * self.config.n_layer
 
-  def __call__(self, tokens_BT, *, interventions: sites_lib.Interventions | None = None):
-    """Logits (B, T, V) in float32, with optional interventions at any sites."""
-    logits, _ = self.run_with_cache(tokens_BT, (), interventions=interventions)
+  def __call__(self, tokens_BT, *, interventions: sites_lib.Interventions | None = None,
+               positions_B=None):
+    """Logits (B, T, V) in float32, with optional interventions at any sites.
+
+    With ``positions_B`` (int, one per sequence) only the logits at those positions are computed:
+    (B, V). The unembedding is then applied to B vectors instead of B * T.
+    """
+    logits, _ = self.run_with_cache(tokens_BT, (), interventions=interventions,
+                                    positions_B=positions_B)
     return logits
 
   def run_with_cache(self, tokens_BT, names: Iterable[str], *,
-                     interventions: sites_lib.Interventions | None = None):
+                     interventions: sites_lib.Interventions | None = None, positions_B=None):
     """Returns (logits, {official site name: activation}) for the requested sites.
 
     Names may be official (``"0.attn.q"``) or TransformerLens aliases
@@ -254,7 +260,7 @@ class GPT(nnx.Module):
     tape = sites_lib.SiteTape(self.config, names, interventions)
     ctx = self._context(tokens_BT, tape)
     x = self._run(self._embed(tokens_BT), ctx, 0, self.num_sublayers)
-    return self._head(x, tokens_BT, ctx), tape.cache
+    return self._head(x, tokens_BT, ctx, positions_B), tape.cache
 
   def resid_before(self, tokens_BT, sublayer: int, *,
                    interventions: sites_lib.Interventions | None = None):
@@ -310,8 +316,11 @@ class GPT(nnx.Module):
         x_BTD = block.sublayer(which, x_BTD, ctx, layer)
     return x_BTD
 
-  def _head(self, x_BTD, tokens_BT, ctx: _Context):
+  def _head(self, x_BTD, tokens_BT, ctx: _Context, positions_B=None):
     x_BTD = ctx.tape(sites_lib.FINAL_SITE, x_BTD)
+    if positions_B is not None:  # only the scored positions: (B, D) and (B,)
+      x_BTD = jnp.take_along_axis(x_BTD, positions_B[:, None, None], axis=1)[:, 0]
+      tokens_BT = jnp.take_along_axis(tokens_BT, positions_B[:, None], axis=1)[:, 0]
     h = self.ln_f(x_BTD)
     if self.lm_head is None:
       logits = h @ self.wte[...].astype(h.dtype).T

@@ -42,6 +42,19 @@ def merge(graphdef, params, buffers) -> GPT:
   return nnx.merge(graphdef, params, buffers)
 
 
+def abstract_train_state(cfg: GPTConfig, tx: optax.GradientTransformation, seed: int = 0):
+  """(graphdef, TrainState of ShapeDtypeStructs): the structure to restore a checkpoint into,
+  without allocating any parameter."""
+
+  def init():
+    _, params, buffers = init_model(cfg, seed)
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                      buffers=buffers)
+
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(seed))))
+  return graphdef, jax.eval_shape(init)
+
+
 def create_train_state(cfg: GPTConfig, tx: optax.GradientTransformation, seed: int = 0,
                        mesh=None):
   """(graphdef, TrainState at step 0). With a mesh, the state is created directly in its

@@ -1,0 +1,58 @@
+"""Opening a trained run directory: its config, tokenizer and latest parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+
+from sparsejax import checkpoint, data as data_lib, optim, train_step
+from sparsejax.model import GPT
+from sparsejax.run_config import RunConfig
+from sparsejax.tokenizer import Tokenizer, load_tokenizer
+
+
+class RunError(ValueError):
+  """The directory is not a usable training run. The message says what is missing."""
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  workdir: str
+  config: RunConfig
+  tokenizer: Tokenizer
+  graphdef: object
+  params: dict
+  buffers: dict
+  step: int
+
+  def model(self) -> GPT:
+    return train_step.merge(self.graphdef, self.params, self.buffers)
+
+
+def load_run(workdir: str, step: int | None = None) -> TrainedRun:
+  """The run's config, tokenizer and parameters at ``step`` (default: the latest checkpoint)."""
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise RunError(f"{workdir} is not a training run (no config.json)")
+  with open(config_path) as f:
+    cfg = RunConfig.from_dict(json.load(f))
+  tok_path = os.path.join(workdir, "data", data_lib.TOKENIZER_FILE)
+  if not os.path.exists(tok_path):
+    raise RunError(f"{workdir} has no tokenizer ({tok_path})")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise RunError(f"{workdir} has no checkpoints; train it first")
+  tx = optim.sparse_adam(cfg.optim, cfg.sparsity, cfg.train.steps)
+  graphdef, abstract = train_step.abstract_train_state(cfg.model, tx, seed=cfg.train.seed)
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  try:
+    if ckpt.latest_step() is None:
+      raise RunError(f"{workdir} has no finished checkpoint; train it first")
+    state, meta = ckpt.restore(abstract, step)
+  finally:
+    ckpt.close()
+  return TrainedRun(workdir, cfg, load_tokenizer(tok_path), graphdef,
+                    jax.device_get(state.params), jax.device_get(state.buffers), int(meta["step"]))

@@ -1,0 +1,52 @@
+"""experiments/eval_tasks.py on a freshly trained (tiny, BPE) run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparsejax.run_config import RunConfig
+from sparsejax.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  work = tmp_path_factory.mktemp("run")
+  cfg = RunConfig.from_dict({
+      "model": dict(block_size=96, vocab_size=2048, n_layer=1, n_head=2, d_head=8, d_model=16,
+                    d_mlp=32, rms_norm=True, tied_unembed=False, enable_bigram_table=True,
+                    learnable_bigram_table=True, grad_checkpointing=False, nope=True),
+      "data": dict(train_tokens=50_000, eval_tokens=5_000, tokenizer_train_chars=1_000_000),
+      "train": dict(steps=4, batch_size=4, seq_len=64, log_every=2, eval_every=4,
+                    eval_batches=1, checkpoint_every=4),
+  })
+  train(cfg, str(work), progress=lambda _: None)
+  return work
+
+
+def run_eval(*args):
+  return subprocess.run([sys.executable, str(ROOT / "experiments" / "eval_tasks.py"), *args],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_eval_tasks_table_and_json(run_dir, tmp_path):
+  out = tmp_path / "eval.json"
+  res = run_eval(f"--workdir={run_dir}", "--tasks=var_swap,if_equals", "--pairs=8",
+                 f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "var_swap" in res.stdout and "solved:" in res.stdout
+  data = json.loads(out.read_text())
+  assert data["step"] == 4 and set(data["tasks"]) == {"var_swap", "if_equals"}
+  for r in data["tasks"].values():
+    assert r["pairs"] == 8 and 0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0
+
+
+def test_eval_tasks_unknown_task_is_a_clear_error(run_dir):
+  res = run_eval(f"--workdir={run_dir}", "--tasks=var_swap,not_a_task")
+  assert res.returncode != 0
+  assert "error: unknown task(s) not_a_task; valid tasks: single_double_quote" in res.stderr
+  assert "Traceback" not in res.stderr
