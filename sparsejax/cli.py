@@ -28,13 +28,13 @@ def _clean(e: BaseException) -> str:
 
 def run(main: Callable) -> None:
   """``app.run(main)`` with quiet library logs (orbax logs every save at INFO; ``--verbosity=0``
-  shows them) and user errors turned into ``error: ...`` with exit code 1."""
+  shows them; orbax also warns on every read-only open) and user errors turned into ``error: ...`` with exit code 1."""
 
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
-      logging.set_verbosity(logging.WARNING)
+      logging.set_verbosity(logging.ERROR)
     try:
       main()
     except USER_ERRORS as e:

@@ -320,11 +320,15 @@ class _Gen:
       limit = self.number()
       return [f"{' ' * ind}{name} = 0", f"{' ' * ind}while {name} < {limit}:",
               *self.block(ind + 4, depth + 1, 0, 2), f"{' ' * (ind + 4)}{name} += 1"]
-    if roll < 0.55:
+    if roll < 0.5:
       queue = self.plural()
       return [f"{' ' * ind}while {queue}:",
               f"{' ' * (ind + 4)}{self.noun()} = {queue}.pop()",
               *self.block(ind + 4, depth + 1, 0, 1)]
+    if roll < 0.6:  # walk a chain: the loop variable is a noun, as in `for node in nodes:`
+      node = self.noun()
+      return [f"{' ' * ind}while {node}:", *self.block(ind + 4, depth + 1, 0, 1),
+              f"{' ' * (ind + 4)}{node} = {node}.{self.choice(('next', 'parent', 'child'))}"]
     if roll < 0.75:
       flag = self.choice(("running", "active", "waiting", "searching", "ok", "busy", "alive"))
       return [f"{' ' * ind}{flag} = True", f"{' ' * ind}while {flag}:",

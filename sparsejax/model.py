@@ -56,6 +56,12 @@ class Linear(nnx.Module):
     return y
 
 
+def rms(x):
+  """The RMSNorm normaliser sqrt(mean(x²) + eps) over the last axis (float32)."""
+  xf = x.astype(jnp.float32)
+  return jnp.sqrt(jnp.mean(xf * xf, axis=-1) + _F32_EPS)
+
+
 class Norm(nnx.Module):
   """RMSNorm (gain, no bias, eps = f32 machine eps) or LayerNorm (gain, optional bias, eps 1e-5)."""
 
@@ -240,18 +246,21 @@ class GPT(nnx.Module):
     return 2 * self.config.n_layer
 
   def __call__(self, tokens_BT, *, interventions: sites_lib.Interventions | None = None,
-               positions_B=None):
+               positions_B=None, final_rms_B=None):
     """Logits (B, T, V) in float32, with optional interventions at any sites.
 
     With ``positions_B`` (int, one per sequence) only the logits at those positions are computed:
-    (B, V). The unembedding is then applied to B vectors instead of B * T.
+    (B, V). The unembedding is then applied to B vectors instead of B * T. ``final_rms_B`` (with
+    positions_B, RMSNorm models) freezes ln_f's normaliser to given values, e.g. the unpruned
+    model's, instead of recomputing it from the (intervened) residual stream.
     """
     logits, _ = self.run_with_cache(tokens_BT, (), interventions=interventions,
-                                    positions_B=positions_B)
+                                    positions_B=positions_B, final_rms_B=final_rms_B)
     return logits
 
   def run_with_cache(self, tokens_BT, names: Iterable[str], *,
-                     interventions: sites_lib.Interventions | None = None, positions_B=None):
+                     interventions: sites_lib.Interventions | None = None, positions_B=None,
+                     final_rms_B=None):
     """Returns (logits, {official site name: activation}) for the requested sites.
 
     Names may be official (``"0.attn.q"``) or TransformerLens aliases
@@ -260,7 +269,7 @@ class GPT(nnx.Module):
     tape = sites_lib.SiteTape(self.config, names, interventions)
     ctx = self._context(tokens_BT, tape)
     x = self._run(self._embed(tokens_BT), ctx, 0, self.num_sublayers)
-    return self._head(x, tokens_BT, ctx, positions_B), tape.cache
+    return self._head(x, tokens_BT, ctx, positions_B, final_rms_B), tape.cache
 
   def resid_before(self, tokens_BT, sublayer: int, *,
                    interventions: sites_lib.Interventions | None = None):
@@ -316,12 +325,18 @@ class GPT(nnx.Module):
         x_BTD = block.sublayer(which, x_BTD, ctx, layer)
     return x_BTD
 
-  def _head(self, x_BTD, tokens_BT, ctx: _Context, positions_B=None):
+  def _head(self, x_BTD, tokens_BT, ctx: _Context, positions_B=None, final_rms_B=None):
     x_BTD = ctx.tape(sites_lib.FINAL_SITE, x_BTD)
     if positions_B is not None:  # only the scored positions: (B, D) and (B,)
       x_BTD = jnp.take_along_axis(x_BTD, positions_B[:, None, None], axis=1)[:, 0]
       tokens_BT = jnp.take_along_axis(tokens_BT, positions_B[:, None], axis=1)[:, 0]
-    h = self.ln_f(x_BTD)
+    if final_rms_B is not None:
+      if positions_B is None or not self.config.rms_norm:
+        raise ValueError("final_rms_B needs positions_B and an RMSNorm model")
+      h = (x_BTD.astype(jnp.float32) / final_rms_B[:, None]
+           * self.ln_f.scale[...][None, :]).astype(x_BTD.dtype)
+    else:
+      h = self.ln_f(x_BTD)
     if self.lm_head is None:
       logits = h @ self.wte[...].astype(h.dtype).T
     else:

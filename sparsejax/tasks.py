@@ -210,8 +210,8 @@ def _bracket_counting(rng):
 
 def _for_while(rng):
   g = _g(rng)
-  # Names that read naturally after both keywords (`for items in ...` / `while items:`).
-  var = rng.choice(_FLAGS + tuple(corpus.PLURALS.values()))
+  # A noun: the corpus loops over nouns (`for node in nodes:`) and walks them (`while node:`).
+  var = g.noun()
   ind = _indent(rng)
   head = _prefix(rng) + _in_function(rng, ind)
   return TaskPair(f"{head}{ind}for {var}", f"{head}{ind}while {var}", f" in {g.plural()}:\n",

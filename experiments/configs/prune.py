@@ -1,0 +1,27 @@
+"""Pruning settings (sparsejax.prune.PruneConfig); variants: default, "quick" (the README main job).
+
+  python experiments/prune.py --workdir=runs/tiny --config=experiments/configs/prune.py:quick
+"""
+
+import dataclasses
+
+import ml_collections
+
+from sparsejax.prune import PruneConfig
+
+VARIANTS = {
+    "default": {},
+    # Small enough for 2 CPU cores in a few minutes: fewer, larger steps (τ must cross 0 from
+    # the init bias 0.1 within the budget, so the learning-rate centre is 10x the paper's).
+    "quick": dict(steps=150, candidates=2, train_pairs=128, val_pairs=48, test_pairs=96,
+                  batch_pairs=8, mean_tokens=16384, random_circuits=3, chunk_steps=50, lr=3e-2,
+                  k_coef=1e-4),
+}
+
+
+def get_config(arg: str = "default"):
+  if arg not in VARIANTS:
+    raise ValueError(f"prune.py: unknown variant {arg!r}; valid: {', '.join(VARIANTS)}")
+  values = dataclasses.asdict(PruneConfig())
+  values.update(VARIANTS[arg])
+  return ml_collections.ConfigDict(values)

@@ -1,0 +1,357 @@
+"""From a trained run to circuits: the pipeline behind ``experiments/prune.py``.
+
+For the selected tasks: check the full model solves each (else report it, do not prune it), learn
+masks for every task (and its shuffled-label control) × candidate in one vmapped run, bisect each
+member's circuit size on held-out pairs, keep per task the smallest circuit among its candidates,
+and measure on test pairs: the circuit's loss (raw and logit-calibrated), the loss when only the
+circuit is ablated (inverse), random circuits with the same nodes per site, and the control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sparsejax import data as data_lib, prune, tasks as tasks_lib
+from sparsejax.circuits import Circuit, find_edges, geometric_mean_edges
+from sparsejax.model import rms
+from sparsejax.runs import TrainedRun
+
+
+def _stable_seed(name: str) -> int:
+  return int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "little")
+
+
+def _arrays(batch: tasks_lib.TaskBatch) -> dict:
+  return {"tokens": batch.tokens, "last": batch.last, "correct": batch.correct, "alt": batch.alt}
+
+
+def shuffled_labels(arrays: dict, seed: int) -> dict:
+  """A control task: for a random half of the pairs the two completions trade places, so which
+  token is right no longer follows from the context."""
+  rng = np.random.default_rng([seed, 5])
+  flip = rng.random(len(arrays["correct"])) < 0.5
+  out = dict(arrays)
+  out["correct"] = np.where(flip[:, None], arrays["alt"], arrays["correct"])
+  out["alt"] = np.where(flip[:, None], arrays["correct"], arrays["alt"])
+  return out
+
+
+@dataclasses.dataclass
+class PruneResult:
+  circuits: dict[str, Circuit]  # solved tasks
+  unsolved: dict[str, dict]  # tasks the full model does not solve to the target: their losses
+  summary: dict
+
+
+class Pruner:
+  """Holds the frozen model, node layout and ablation values of one trained run."""
+
+  def __init__(self, run: TrainedRun, cfg: prune.PruneConfig,
+               progress: Callable[[str], None] = print):
+    self.run, self.cfg, self.progress = run, cfg, progress
+    self.model_cfg = run.config.model
+    if cfg.freeze_final_norm and not self.model_cfg.rms_norm:
+      raise ValueError("freeze_final_norm: needs an RMSNorm model")
+    self.layout = prune.NodeLayout.for_model(self.model_cfg)
+    self.params = jax.device_put(run.params)
+    self.buffers = jax.device_put(run.buffers)
+    self.values = jnp.asarray(self._ablation_values())
+    self.evaluator = prune.make_evaluator(run.graphdef, self.layout)
+
+  # ---------------------------------------------------------------- ablation values
+  def _ablation_values(self) -> np.ndarray:
+    if self.cfg.ablation == "zero":
+      return np.zeros(self.layout.n_nodes, np.float32)
+    run, cfg = self.run, self.cfg
+    cache_dir = os.path.join(run.workdir, "prune")
+    path = os.path.join(cache_dir, f"means_step{run.step}_{cfg.mean_tokens}.npy")
+    if os.path.exists(path):
+      means = np.load(path)
+      if means.shape == (self.layout.n_nodes,):
+        return means
+    dataset = data_lib.load(os.path.join(run.workdir, "data"))
+    seq = min(self.model_cfg.block_size, run.config.train.seq_len)
+    rows = max(1, cfg.mean_tokens // seq)
+    sampler = data_lib.BatchSampler(dataset.eval, batch_size=min(rows, 32), seq_len=seq - 1,
+                                    seed=cfg.seed + 99)
+    batches = [sampler.batch(i) for i in range(max(1, -(-rows // sampler.local_batch)))]
+    t0 = time.time()
+    means = prune.node_means(run.graphdef, self.params, self.buffers, self.layout, batches)
+    self.progress(f"prune: node means over {sum(b.size for b in batches):,} held-out tokens "
+                  f"({time.time() - t0:.1f}s), cached in {path}")
+    os.makedirs(cache_dir, exist_ok=True)
+    np.save(path + ".tmp.npy", means)
+    os.replace(path + ".tmp.npy", path)
+    return means
+
+  # ---------------------------------------------------------------- evaluation helpers
+  def _with_rms(self, arrays: dict) -> dict:
+    """Adds the unpruned model's ln_f normaliser at the scored positions (freeze_final_norm)."""
+    if not self.cfg.freeze_final_norm:
+      return arrays
+    ones = jnp.ones(self.layout.n_nodes)
+    tokens, last = jnp.asarray(arrays["tokens"]), jnp.asarray(arrays["last"])
+
+    @jax.jit
+    def final_rms(tokens, last):
+      from sparsejax import train_step
+      model = train_step.merge(self.run.graphdef, self.params, self.buffers)
+      P, S, T = tokens.shape
+      _, cache = model.run_with_cache(tokens.reshape(P * S, T), ["final_resid"],
+                                      interventions=self.layout.interventions(ones, self.values))
+      x = cache["final_resid"].reshape(P, S, T, -1)
+      x = jnp.take_along_axis(x, last[..., None, None], axis=2)[:, :, 0]
+      return rms(x)
+
+    return dict(arrays, rms=np.asarray(final_rms(tokens, last)))
+
+  def losses(self, masks_MN, arrays_M: dict) -> np.ndarray:
+    """Loss of member masks on per-member batches (leading axis M)."""
+    return np.asarray(self.evaluator(self.params, self.buffers, self.values,
+                                     jnp.asarray(masks_MN), {k: jnp.asarray(v)
+                                                             for k, v in arrays_M.items()}))
+
+  def loss(self, mask_N, arrays: dict) -> float:
+    return float(self.losses(np.asarray(mask_N)[None], {k: v[None] for k, v in arrays.items()})[0])
+
+  def logit_diffs(self, mask_N, arrays: dict) -> np.ndarray:
+    """l(token of completion A) − l(token of completion B) per sequence, (P, 2)."""
+    logits = prune.circuit_logits(self.run.graphdef, self.params, self.buffers, self.layout,
+                                  jnp.asarray(mask_N), self.values, jnp.asarray(arrays["tokens"]),
+                                  jnp.asarray(arrays["last"]),
+                                  None if "rms" not in arrays else jnp.asarray(arrays["rms"]))
+    tok_a = jnp.asarray(arrays["correct"][:, 0])[:, None, None]
+    tok_b = jnp.asarray(arrays["alt"][:, 0])[:, None, None]
+    la = jnp.take_along_axis(logits, jnp.broadcast_to(tok_a, logits.shape[:2] + (1,)), -1)[..., 0]
+    lb = jnp.take_along_axis(logits, jnp.broadcast_to(tok_b, logits.shape[:2] + (1,)), -1)[..., 0]
+    return np.asarray(la - lb)
+
+  # ---------------------------------------------------------------- the whole pipeline
+  def prune_tasks(self, names: list[str]) -> PruneResult:
+    cfg, tok = self.cfg, self.run.tokenizer
+    max_len = self.model_cfg.block_size
+    n = cfg.train_pairs + cfg.val_pairs
+    raw = {}
+    for name in names:
+      task = tasks_lib.get_task(name)
+      train_val = tasks_lib.encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok,
+                                         max_len)
+      test = tasks_lib.encode_pairs(task, task.pairs(cfg.test_pairs, split="test", seed=cfg.seed),
+                                    tok, max_len)
+      raw[name] = (train_val, test)
+    T = max(b.seq_len for pair in raw.values() for b in pair)
+    splits = {}
+    for name, (train_val, test) in raw.items():
+      tv, te = _arrays(train_val.pad_to(T)), _arrays(test.pad_to(T))
+      splits[name] = {"train": {k: v[:cfg.train_pairs] for k, v in tv.items()},
+                      "val": {k: v[cfg.train_pairs:] for k, v in tv.items()},
+                      "test": te}
+      splits[name] = {s: self._with_rms(a) for s, a in splits[name].items()}
+
+    ones = np.ones(self.layout.n_nodes, np.float32)
+    full = {name: {s: self.loss(ones, splits[name][s]) for s in ("val", "test")}
+            for name in names}
+    solvable = [n_ for n_ in names if max(full[n_].values()) <= cfg.target_loss]
+    unsolved = {n_: {"full_model_loss_val": full[n_]["val"],
+                     "full_model_loss_test": full[n_]["test"]}
+                for n_ in names if n_ not in solvable}
+    for n_ in unsolved:
+      self.progress(f"prune: {n_}: the full model does not solve it (test loss "
+                    f"{full[n_]['test']:.3f} > target {cfg.target_loss}); not pruned")
+    if not solvable:
+      return PruneResult({}, unsolved, self._summary({}, unsolved))
+
+    groups = [(n_, False) for n_ in solvable]
+    if cfg.control:
+      groups += [(n_, True) for n_ in solvable]
+    group_data = []
+    for n_, control in groups:
+      d = splits[n_]
+      if control:
+        d = {s: shuffled_labels(a, _stable_seed(n_) + i) for i, (s, a) in enumerate(d.items())}
+      group_data.append(d)
+    stack = lambda split: {k: np.stack([g[split][k] for g in group_data])
+                           for k in group_data[0][split]}
+    pop = prune.make_population(cfg, len(groups), [_stable_seed(n_) + (1 << 24) * c
+                                                   for n_, c in groups])
+    self.progress(f"prune: {len(solvable)} tasks{' + controls' if cfg.control else ''} × "
+                  f"{cfg.candidates} candidates = {len(pop)} members, {self.layout.n_nodes} nodes "
+                  f"each, {cfg.steps} steps")
+    t0 = time.time()
+    tau = prune.learn_masks(self.run.graphdef, self.params, self.buffers, self.layout,
+                            self.values, stack("train"), pop, cfg, self.progress)
+    train_secs = time.time() - t0
+    val = stack("val")
+    val_m = {k: v[pop.group] for k, v in val.items()}
+    k, val_loss = prune.bisect_k(lambda masks: self.losses(masks, val_m), tau, cfg.target_loss,
+                                 self.layout.n_nodes)
+    circuits = {}
+    for gi, (name, control) in enumerate(groups):
+      if control:
+        continue
+      members = np.nonzero(pop.group == gi)[0]
+      best = min(members, key=lambda m: (k[m] if k[m] >= 0 else 1 << 30, val_loss[m]))
+      control_members = (np.nonzero(pop.group == groups.index((name, True)))[0]
+                         if cfg.control else None)
+      circuits[name] = self._circuit(name, splits[name], tau, k, val_loss, pop, best,
+                                     control_members, group_data, groups, full[name])
+      c = circuits[name]
+      self.progress(f"prune: {name}: {c.n_nodes} nodes, {c.n_edges} edges, test loss "
+                    f"{c.metrics['loss']:.3f}")
+    summary = self._summary(circuits, unsolved)
+    summary["timing"] = {"mask_learning_seconds": train_secs}
+    return PruneResult(circuits, unsolved, summary)
+
+  def _circuit(self, name, split, tau, k, val_loss, pop, best, control_members, group_data,
+               groups, full) -> Circuit:
+    cfg, layout = self.cfg, self.layout
+    kb = int(k[best])
+    mask = np.asarray(prune.topk_masks(jnp.asarray(tau[best][None]), jnp.asarray([kb])))[0]
+    nodes = {s: np.nonzero(m)[0].tolist() for s, m in layout.split(mask).items()}
+    edges, links = find_edges(nodes, self.run.params, self.model_cfg)
+    test = split["test"]
+    metrics = {"loss": self.loss(mask, test), "loss_val": float(val_loss[best]),
+               "full_model_loss": full["test"], "inverse_loss": self.loss(1.0 - mask, test),
+               "target_loss": cfg.target_loss}
+    if cfg.calibrate:
+      scale, shift = fit_logit_calibration(self.logit_diffs(mask, split["val"]))
+      diffs = self.logit_diffs(mask, test)
+      metrics["loss_calibrated"] = float(calibrated_loss(diffs, scale, shift))
+      metrics["calibration"] = {"scale": scale, "shift": shift}
+    rng = np.random.default_rng([cfg.seed, _stable_seed(name), 3])
+    rand = []
+    for _ in range(cfg.random_circuits):
+      rmask = np.zeros(layout.n_nodes, np.float32)
+      for s, o, w in zip(layout.sites, layout.offsets, layout.widths):
+        if nodes[s]:
+          rmask[o + rng.choice(w, len(nodes[s]), replace=False)] = 1.0
+      rand.append(self.loss(rmask, test))
+    if rand:
+      metrics["random_circuit_losses"] = rand
+      metrics["random_circuit_loss_mean"] = float(np.mean(rand))
+    if control_members is not None:
+      gi = groups.index((name, True))
+      cbest = min(control_members,
+                  key=lambda m: (k[m] if k[m] >= 0 else 1 << 30, val_loss[m]))
+      cmask = np.asarray(prune.topk_masks(jnp.asarray(tau[cbest][None]), jnp.asarray([kb])))[0]
+      ctrl = group_data[gi]
+      c_train, c_test = self.loss(cmask, ctrl["train"]), self.loss(cmask, ctrl["test"])
+      metrics["control"] = {
+          "kind": "shuffled_labels", "nodes": kb, "loss_train": c_train, "loss_test": c_test,
+          "solves_train": bool(c_train <= cfg.target_loss),
+          "solves_test": bool(c_test <= cfg.target_loss),
+          "own_circuit_nodes": int(k[cbest]) if k[cbest] >= 0 else None}
+    metrics["pruning_curve"] = self._curve(tau[best], test, kb)
+    info = {"hyperparameters": pop.member(best), "member": int(best), "k": kb,
+            "n_nodes_total": layout.n_nodes, "ablation": cfg.ablation,
+            "freeze_final_norm": cfg.freeze_final_norm, "run": self.run.workdir,
+            "step": self.run.step, "pairs": {"train": cfg.train_pairs, "val": cfg.val_pairs,
+                                             "test": cfg.test_pairs}}
+    return Circuit(name, nodes, edges, links, metrics, info)
+
+  def _curve(self, tau_N, arrays, k_best: int) -> list[list[float]]:
+    """(k, test loss) for k on a geometric grid around the chosen size (for plotting)."""
+    n = self.layout.n_nodes
+    ks = sorted({0, k_best, n} | {int(round(x)) for x in np.geomspace(1, n, 14)})
+    masks = np.asarray(prune.topk_masks(jnp.asarray(np.repeat(tau_N[None], len(ks), 0)),
+                                        jnp.asarray(ks)))
+    losses = self.losses(masks, {k: np.repeat(v[None], len(ks), 0) for k, v in arrays.items()})
+    return [[int(k_), float(l)] for k_, l in zip(ks, losses)]
+
+  def _summary(self, circuits: dict, unsolved: dict) -> dict:
+    rows = {}
+    for name, c in circuits.items():
+      m = c.metrics
+      rows[name] = {"nodes": c.n_nodes, "edges": c.n_edges, "loss": m["loss"],
+                    "loss_calibrated": m.get("loss_calibrated"),
+                    "full_model_loss": m["full_model_loss"], "inverse_loss": m["inverse_loss"],
+                    "random_circuit_loss_mean": m.get("random_circuit_loss_mean"),
+                    "control": m.get("control")}
+    return {"tasks": rows, "unsolved": unsolved,
+            "geometric_mean_edges": geometric_mean_edges(list(circuits.values())),
+            "config": dataclasses.asdict(self.cfg), "run": self.run.workdir,
+            "step": self.run.step}
+
+
+# ------------------------------------------------------------------ calibration
+def calibrated_loss(diffs_P2, scale, shift):
+  """Task loss with logit difference d → scale·d + shift (A wants d > 0, B wants d < 0)."""
+  d = scale * jnp.asarray(diffs_P2) + shift
+  return (jax.nn.softplus(-d[:, 0]) + jax.nn.softplus(d[:, 1])).mean() / 2
+
+
+CALIBRATION_RIDGE = 1e-2
+
+
+def fit_logit_calibration(diffs_P2, steps: int = 16) -> tuple[float, float]:
+  """Scale and shift of the circuit's final logits fitted with 16 L-BFGS steps (paper §A.5).
+
+  In a binary loss over two tokens only their logit difference matters, so the fit acts on it: a
+  scale (how sharp) and a shift (towards completion A's token). A small ridge penalty towards
+  (1, 0) keeps the fit finite when the held-out pairs are perfectly separated (the unpenalised
+  optimum is then an infinite scale)."""
+  scale, shift = _fit_calibration(jnp.asarray(diffs_P2, jnp.float32), steps)
+  return float(scale), float(shift)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _fit_calibration(diffs, steps):
+  fn = lambda p: calibrated_loss(diffs, p[0], p[1]) + CALIBRATION_RIDGE * (
+      (p[0] - 1.0) ** 2 + p[1] ** 2)
+  opt = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(fn)
+
+  def step(_, carry):
+    params, state = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fn)
+    return optax.apply_updates(params, updates), state
+
+  params = jnp.array([1.0, 0.0])
+  params, _ = jax.lax.fori_loop(0, steps, step, (params, opt.init(params)))
+  return params[0], params[1]
+
+
+def write_outputs(result: PruneResult, out_dir: str) -> None:
+  """OUT/circuits/<task>.json and OUT/summary.json (atomic writes)."""
+  os.makedirs(os.path.join(out_dir, "circuits"), exist_ok=True)
+  for name, c in result.circuits.items():
+    c.save(os.path.join(out_dir, "circuits", f"{name}.json"))
+  path = os.path.join(out_dir, "summary.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(result.summary, f, indent=2, default=lambda x: x.item() if hasattr(x, "item") else
+              str(x))
+  os.replace(path + ".tmp", path)
+
+
+def format_summary(result: PruneResult) -> str:
+  s = result.summary
+  lines = [f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>7} {'calib':>7} {'full':>7} "
+           f"{'inverse':>8} {'random':>7} {'control(train/test)':>20}"]
+  for name, r in s["tasks"].items():
+    ctrl = r.get("control")
+    ctrl_s = (f"{ctrl['loss_train']:.3f}/{ctrl['loss_test']:.3f}"
+              + (" SOLVES" if ctrl["solves_train"] else "")) if ctrl else "-"
+    fmt = lambda x: f"{x:.3f}" if x is not None else "-"
+    lines.append(f"{name:<28} {r['nodes']:>6} {r['edges']:>6} {fmt(r['loss']):>7} "
+                 f"{fmt(r['loss_calibrated']):>7} {fmt(r['full_model_loss']):>7} "
+                 f"{fmt(r['inverse_loss']):>8} {fmt(r['random_circuit_loss_mean']):>7} "
+                 f"{ctrl_s:>20}")
+  for name, u in s["unsolved"].items():
+    lines.append(f"{name:<28} {'not solved by the full model (test loss '}"
+                 f"{u['full_model_loss_test']:.3f})")
+  gm = s["geometric_mean_edges"]
+  lines.append(f"geometric mean of edges over {len(s['tasks'])} circuits: "
+               f"{gm:.1f}" if gm is not None else "no circuits")
+  return "\n".join(lines)
