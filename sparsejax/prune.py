@@ -66,6 +66,7 @@ class PruneConfig:
   random_circuits: int = 5  # random circuits with the same nodes per site (control)
   control: bool = True  # also prune a shuffled-label copy of each task (control)
   chunk_steps: int = 25  # steps per compiled scan chunk (progress is reported between chunks)
+  bisect_rtol: float = 0.0  # stop bisecting once the size is known to within this fraction
 
   def __post_init__(self):
     for name in ("steps", "batch_pairs", "candidates", "train_pairs", "val_pairs", "test_pairs",
@@ -312,10 +313,13 @@ def make_evaluator(graphdef, layout: NodeLayout):
   return jax.jit(jax.vmap(one, in_axes=(None, None, None, 0, 0)))
 
 
-def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int) -> tuple:
+def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int,
+             rtol: float = 0.0) -> tuple:
   """Smallest k per member with held-out loss <= target (by bisection), and its loss.
 
-  Members whose full mask (k = n_nodes) misses the target get k = -1.
+  Members whose full mask (k = n_nodes) misses the target get k = -1. With ``rtol`` > 0 the search
+  stops once hi - lo <= rtol * hi (the returned k reaches the target and is within that fraction of
+  the smallest one the bisection would find).
   """
   M = tau_MN.shape[0]
   tau = jnp.asarray(tau_MN)
@@ -327,7 +331,7 @@ def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int
     ok = loss <= target
     hi = np.where(ok, mid, hi)
     lo = np.where(ok, lo, mid + 1)
-    if (lo >= hi).all():
+    if (hi - lo <= np.floor(rtol * hi)).all():
       break
   k = np.where(full <= target, hi, -1)
   final = np.asarray(evaluate(topk_masks(tau, jnp.asarray(np.maximum(k, 0)))))

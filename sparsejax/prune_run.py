@@ -54,6 +54,36 @@ class PruneResult:
   summary: dict
 
 
+class _Queue:
+  """Collects (mask, task arrays) requests and runs them through one jitted vmapped function in
+  fixed-size chunks, grouped by pair count: a handful of compiles however many requests."""
+
+  def __init__(self, fn, chunk: int = 16):
+    self.fn, self.chunk, self.requests = fn, chunk, []
+
+  def add(self, mask, arrays: dict) -> int:
+    self.requests.append((np.asarray(mask, np.float32), arrays))
+    return len(self.requests) - 1
+
+  def run(self) -> list:
+    out = [None] * len(self.requests)
+    by_pairs: dict[int, list[int]] = {}
+    for i, (_, arrays) in enumerate(self.requests):
+      by_pairs.setdefault(len(arrays["tokens"]), []).append(i)
+    for ids in by_pairs.values():
+      for start in range(0, len(ids), self.chunk):
+        part = ids[start:start + self.chunk]
+        rows = part + [part[-1]] * (self.chunk - len(part))  # pad: one shape per pair count
+        masks = jnp.asarray(np.stack([self.requests[i][0] for i in rows]))
+        arrays = {k: jnp.asarray(np.stack([self.requests[i][1][k] for i in rows]))
+                  for k in self.requests[rows[0]][1]}
+        result = np.asarray(self.fn(masks, arrays))
+        for j, i in enumerate(part):
+          out[i] = result[j]
+    self.requests = []
+    return out
+
+
 class Pruner:
   """Holds the frozen model, node layout and ablation values of one trained run."""
 
@@ -67,7 +97,30 @@ class Pruner:
     self.params = jax.device_put(run.params)
     self.buffers = jax.device_put(run.buffers)
     self.values = jnp.asarray(self._ablation_values())
-    self.evaluator = prune.make_evaluator(run.graphdef, self.layout)
+    evaluator = prune.make_evaluator(run.graphdef, self.layout)
+    self._loss_fn = lambda masks, arrays: evaluator(self.params, self.buffers, self.values, masks,
+                                                    arrays)
+    graphdef, layout = run.graphdef, self.layout
+
+    @jax.jit
+    def diffs(params, buffers, values, masks, arrays):
+      def one(mask, a):
+        logits = prune.circuit_logits(graphdef, params, buffers, layout, mask, values,
+                                      a["tokens"], a["last"], a.get("rms"))
+        pick = lambda tok: jnp.take_along_axis(
+            logits, jnp.broadcast_to(tok[:, None, None], logits.shape[:2] + (1,)), -1)[..., 0]
+        return pick(a["correct"][:, 0]) - pick(a["alt"][:, 0])
+      return jax.vmap(one)(masks, arrays)
+
+    self._diff_fn = lambda masks, arrays: diffs(self.params, self.buffers, self.values, masks,
+                                                arrays)
+
+  def loss_queue(self) -> _Queue:
+    return _Queue(self._loss_fn)
+
+  def diff_queue(self) -> _Queue:
+    """Requests return l(token of completion A) − l(token of completion B) per sequence, (P, 2)."""
+    return _Queue(self._diff_fn)
 
   # ---------------------------------------------------------------- ablation values
   def _ablation_values(self) -> np.ndarray:
@@ -95,73 +148,57 @@ class Pruner:
     os.replace(path + ".tmp.npy", path)
     return means
 
-  # ---------------------------------------------------------------- evaluation helpers
   def _with_rms(self, arrays: dict) -> dict:
     """Adds the unpruned model's ln_f normaliser at the scored positions (freeze_final_norm)."""
     if not self.cfg.freeze_final_norm:
       return arrays
-    ones = jnp.ones(self.layout.n_nodes)
-    tokens, last = jnp.asarray(arrays["tokens"]), jnp.asarray(arrays["last"])
+    graphdef, layout = self.run.graphdef, self.layout
+    ones = jnp.ones(layout.n_nodes)
 
     @jax.jit
-    def final_rms(tokens, last):
+    def final_rms(params, buffers, values, tokens, last):
       from sparsejax import train_step
-      model = train_step.merge(self.run.graphdef, self.params, self.buffers)
+      model = train_step.merge(graphdef, params, buffers)
       P, S, T = tokens.shape
       _, cache = model.run_with_cache(tokens.reshape(P * S, T), ["final_resid"],
-                                      interventions=self.layout.interventions(ones, self.values))
+                                      interventions=layout.interventions(ones, values))
       x = cache["final_resid"].reshape(P, S, T, -1)
-      x = jnp.take_along_axis(x, last[..., None, None], axis=2)[:, :, 0]
-      return rms(x)
+      return rms(jnp.take_along_axis(x, last[..., None, None], axis=2)[:, :, 0])
 
-    return dict(arrays, rms=np.asarray(final_rms(tokens, last)))
-
-  def losses(self, masks_MN, arrays_M: dict) -> np.ndarray:
-    """Loss of member masks on per-member batches (leading axis M)."""
-    return np.asarray(self.evaluator(self.params, self.buffers, self.values,
-                                     jnp.asarray(masks_MN), {k: jnp.asarray(v)
-                                                             for k, v in arrays_M.items()}))
-
-  def loss(self, mask_N, arrays: dict) -> float:
-    return float(self.losses(np.asarray(mask_N)[None], {k: v[None] for k, v in arrays.items()})[0])
-
-  def logit_diffs(self, mask_N, arrays: dict) -> np.ndarray:
-    """l(token of completion A) − l(token of completion B) per sequence, (P, 2)."""
-    logits = prune.circuit_logits(self.run.graphdef, self.params, self.buffers, self.layout,
-                                  jnp.asarray(mask_N), self.values, jnp.asarray(arrays["tokens"]),
-                                  jnp.asarray(arrays["last"]),
-                                  None if "rms" not in arrays else jnp.asarray(arrays["rms"]))
-    tok_a = jnp.asarray(arrays["correct"][:, 0])[:, None, None]
-    tok_b = jnp.asarray(arrays["alt"][:, 0])[:, None, None]
-    la = jnp.take_along_axis(logits, jnp.broadcast_to(tok_a, logits.shape[:2] + (1,)), -1)[..., 0]
-    lb = jnp.take_along_axis(logits, jnp.broadcast_to(tok_b, logits.shape[:2] + (1,)), -1)[..., 0]
-    return np.asarray(la - lb)
+    return dict(arrays, rms=np.asarray(final_rms(self.params, self.buffers, self.values,
+                                                 jnp.asarray(arrays["tokens"]),
+                                                 jnp.asarray(arrays["last"]))))
 
   # ---------------------------------------------------------------- the whole pipeline
-  def prune_tasks(self, names: list[str]) -> PruneResult:
+  def task_splits(self, names: list[str]) -> dict:
+    """{task: {"train"|"val"|"test": arrays}}, every task padded to one length."""
     cfg, tok = self.cfg, self.run.tokenizer
     max_len = self.model_cfg.block_size
     n = cfg.train_pairs + cfg.val_pairs
     raw = {}
     for name in names:
       task = tasks_lib.get_task(name)
-      train_val = tasks_lib.encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok,
-                                         max_len)
-      test = tasks_lib.encode_pairs(task, task.pairs(cfg.test_pairs, split="test", seed=cfg.seed),
-                                    tok, max_len)
-      raw[name] = (train_val, test)
+      raw[name] = (tasks_lib.encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok,
+                                          max_len),
+                   tasks_lib.encode_pairs(task, task.pairs(cfg.test_pairs, split="test",
+                                                           seed=cfg.seed), tok, max_len))
     T = max(b.seq_len for pair in raw.values() for b in pair)
     splits = {}
     for name, (train_val, test) in raw.items():
       tv, te = _arrays(train_val.pad_to(T)), _arrays(test.pad_to(T))
-      splits[name] = {"train": {k: v[:cfg.train_pairs] for k, v in tv.items()},
-                      "val": {k: v[cfg.train_pairs:] for k, v in tv.items()},
-                      "test": te}
-      splits[name] = {s: self._with_rms(a) for s, a in splits[name].items()}
+      parts = {"train": {k: v[:cfg.train_pairs] for k, v in tv.items()},
+               "val": {k: v[cfg.train_pairs:] for k, v in tv.items()}, "test": te}
+      splits[name] = {s: self._with_rms(a) for s, a in parts.items()}
+    return splits
 
-    ones = np.ones(self.layout.n_nodes, np.float32)
-    full = {name: {s: self.loss(ones, splits[name][s]) for s in ("val", "test")}
-            for name in names}
+  def prune_tasks(self, names: list[str]) -> PruneResult:
+    cfg, layout = self.cfg, self.layout
+    splits = self.task_splits(names)
+    ones = np.ones(layout.n_nodes, np.float32)
+    q = self.loss_queue()
+    tickets = {(n_, s): q.add(ones, splits[n_][s]) for n_ in names for s in ("val", "test")}
+    res = q.run()
+    full = {n_: {s: float(res[tickets[(n_, s)]]) for s in ("val", "test")} for n_ in names}
     solvable = [n_ for n_ in names if max(full[n_].values()) <= cfg.target_loss]
     unsolved = {n_: {"full_model_loss_val": full[n_]["val"],
                      "full_model_loss_test": full[n_]["test"]}
@@ -185,89 +222,110 @@ class Pruner:
                            for k in group_data[0][split]}
     pop = prune.make_population(cfg, len(groups), [_stable_seed(n_) + (1 << 24) * c
                                                    for n_, c in groups])
-    self.progress(f"prune: {len(solvable)} tasks{' + controls' if cfg.control else ''} × "
-                  f"{cfg.candidates} candidates = {len(pop)} members, {self.layout.n_nodes} nodes "
+    self.progress(f"prune: {len(solvable)} tasks{' + their controls' if cfg.control else ''} × "
+                  f"{cfg.candidates} candidates = {len(pop)} members, {layout.n_nodes} nodes "
                   f"each, {cfg.steps} steps")
     t0 = time.time()
-    tau = prune.learn_masks(self.run.graphdef, self.params, self.buffers, self.layout,
-                            self.values, stack("train"), pop, cfg, self.progress)
+    tau = prune.learn_masks(self.run.graphdef, self.params, self.buffers, layout, self.values,
+                            stack("train"), pop, cfg, self.progress)
     train_secs = time.time() - t0
+    t0 = time.time()
+    # Bisect the real tasks' members only; a control is judged at its task's circuit size.
     val = stack("val")
-    val_m = {k: v[pop.group] for k, v in val.items()}
-    k, val_loss = prune.bisect_k(lambda masks: self.losses(masks, val_m), tau, cfg.target_loss,
-                                 self.layout.n_nodes)
-    circuits = {}
-    for gi, (name, control) in enumerate(groups):
-      if control:
-        continue
-      members = np.nonzero(pop.group == gi)[0]
-      best = min(members, key=lambda m: (k[m] if k[m] >= 0 else 1 << 30, val_loss[m]))
-      control_members = (np.nonzero(pop.group == groups.index((name, True)))[0]
-                         if cfg.control else None)
-      circuits[name] = self._circuit(name, splits[name], tau, k, val_loss, pop, best,
-                                     control_members, group_data, groups, full[name])
-      c = circuits[name]
+    real = np.nonzero(pop.group < len(solvable))[0]
+    val_rows = [{k_: v[g] for k_, v in val.items()} for g in pop.group[real]]
+
+    def evaluate(masks):
+      q = self.loss_queue()
+      for m, rows in zip(np.asarray(masks), val_rows):
+        q.add(m, rows)
+      return np.asarray(q.run())
+
+    k = np.full(len(pop), -1)
+    val_loss = np.full(len(pop), np.inf)
+    k[real], val_loss[real] = prune.bisect_k(evaluate, tau[real], cfg.target_loss,
+                                             layout.n_nodes, cfg.bisect_rtol)
+    self.progress(f"prune: circuit sizes bisected on held-out pairs ({time.time() - t0:.1f}s)")
+    circuits = self._circuits(solvable, splits, groups, group_data, pop, tau, k, val_loss, full)
+    for name, c in circuits.items():
       self.progress(f"prune: {name}: {c.n_nodes} nodes, {c.n_edges} edges, test loss "
                     f"{c.metrics['loss']:.3f}")
     summary = self._summary(circuits, unsolved)
     summary["timing"] = {"mask_learning_seconds": train_secs}
     return PruneResult(circuits, unsolved, summary)
 
-  def _circuit(self, name, split, tau, k, val_loss, pop, best, control_members, group_data,
-               groups, full) -> Circuit:
-    cfg, layout = self.cfg, self.layout
-    kb = int(k[best])
-    mask = np.asarray(prune.topk_masks(jnp.asarray(tau[best][None]), jnp.asarray([kb])))[0]
-    nodes = {s: np.nonzero(m)[0].tolist() for s, m in layout.split(mask).items()}
-    edges, links = find_edges(nodes, self.run.params, self.model_cfg)
-    test = split["test"]
-    metrics = {"loss": self.loss(mask, test), "loss_val": float(val_loss[best]),
-               "full_model_loss": full["test"], "inverse_loss": self.loss(1.0 - mask, test),
-               "target_loss": cfg.target_loss}
-    if cfg.calibrate:
-      scale, shift = fit_logit_calibration(self.logit_diffs(mask, split["val"]))
-      diffs = self.logit_diffs(mask, test)
-      metrics["loss_calibrated"] = float(calibrated_loss(diffs, scale, shift))
-      metrics["calibration"] = {"scale": scale, "shift": shift}
-    rng = np.random.default_rng([cfg.seed, _stable_seed(name), 3])
-    rand = []
-    for _ in range(cfg.random_circuits):
-      rmask = np.zeros(layout.n_nodes, np.float32)
-      for s, o, w in zip(layout.sites, layout.offsets, layout.widths):
-        if nodes[s]:
-          rmask[o + rng.choice(w, len(nodes[s]), replace=False)] = 1.0
-      rand.append(self.loss(rmask, test))
-    if rand:
-      metrics["random_circuit_losses"] = rand
-      metrics["random_circuit_loss_mean"] = float(np.mean(rand))
-    if control_members is not None:
-      gi = groups.index((name, True))
-      cbest = min(control_members,
-                  key=lambda m: (k[m] if k[m] >= 0 else 1 << 30, val_loss[m]))
-      cmask = np.asarray(prune.topk_masks(jnp.asarray(tau[cbest][None]), jnp.asarray([kb])))[0]
-      ctrl = group_data[gi]
-      c_train, c_test = self.loss(cmask, ctrl["train"]), self.loss(cmask, ctrl["test"])
-      metrics["control"] = {
-          "kind": "shuffled_labels", "nodes": kb, "loss_train": c_train, "loss_test": c_test,
-          "solves_train": bool(c_train <= cfg.target_loss),
-          "solves_test": bool(c_test <= cfg.target_loss),
-          "own_circuit_nodes": int(k[cbest]) if k[cbest] >= 0 else None}
-    metrics["pruning_curve"] = self._curve(tau[best], test, kb)
-    info = {"hyperparameters": pop.member(best), "member": int(best), "k": kb,
-            "n_nodes_total": layout.n_nodes, "ablation": cfg.ablation,
-            "freeze_final_norm": cfg.freeze_final_norm, "run": self.run.workdir,
-            "step": self.run.step, "pairs": {"train": cfg.train_pairs, "val": cfg.val_pairs,
-                                             "test": cfg.test_pairs}}
-    return Circuit(name, nodes, edges, links, metrics, info)
+  def _best(self, members, k, val_loss) -> int:
+    return int(min(members, key=lambda m: (k[m] if k[m] >= 0 else 1 << 30, val_loss[m])))
 
-  def _curve(self, tau_N, arrays, k_best: int) -> list[list[float]]:
-    """(k, test loss) for k on a geometric grid around the chosen size (for plotting)."""
-    n = self.layout.n_nodes
-    ks = sorted({0, k_best, n} | {int(round(x)) for x in np.geomspace(1, n, 14)})
-    masks = np.asarray(prune.topk_masks(jnp.asarray(np.repeat(tau_N[None], len(ks), 0)),
-                                        jnp.asarray(ks)))
-    losses = self.losses(masks, {k: np.repeat(v[None], len(ks), 0) for k, v in arrays.items()})
-    return [[int(k_), float(l)] for k_, l in zip(ks, losses)]
+  def _circuits(self, solvable, splits, groups, group_data, pop, tau, k, val_loss, full) -> dict:
+    cfg, layout = self.cfg, self.layout
+    losses, diffs = self.loss_queue(), self.diff_queue()
+    plans = {}
+    for name in solvable:
+      best = self._best(np.nonzero(pop.group == groups.index((name, False)))[0], k, val_loss)
+      kb = int(k[best])
+      mask = np.asarray(prune.topk_masks(jnp.asarray(tau[best][None]), jnp.asarray([kb])))[0]
+      nodes = {s: np.nonzero(m)[0].tolist() for s, m in layout.split(mask).items()}
+      test = splits[name]["test"]
+      plan = {"best": best, "k": kb, "mask": mask, "nodes": nodes,
+              "loss": losses.add(mask, test), "inverse": losses.add(1.0 - mask, test)}
+      rng = np.random.default_rng([cfg.seed, _stable_seed(name), 3])
+      plan["random"] = []
+      for _ in range(cfg.random_circuits):
+        rmask = np.zeros(layout.n_nodes, np.float32)
+        for s, o, w in zip(layout.sites, layout.offsets, layout.widths):
+          if nodes[s]:
+            rmask[o + rng.choice(w, len(nodes[s]), replace=False)] = 1.0
+        plan["random"].append(losses.add(rmask, test))
+      curve_ks = sorted({0, kb, layout.n_nodes} | {
+          int(round(x)) for x in np.geomspace(1, layout.n_nodes, 7)})
+      curve_masks = np.asarray(prune.topk_masks(
+          jnp.asarray(np.repeat(tau[best][None], len(curve_ks), 0)), jnp.asarray(curve_ks)))
+      plan["curve"] = [(k_, losses.add(m, test)) for k_, m in zip(curve_ks, curve_masks)]
+      if cfg.calibrate:
+        plan["diff_val"] = diffs.add(mask, splits[name]["val"])
+        plan["diff_test"] = diffs.add(mask, test)
+      if cfg.control:  # the control member with the same hyperparameters, at the same size
+        gi = groups.index((name, True))
+        cbest = int(np.nonzero(pop.group == gi)[0][np.nonzero(
+            pop.group == groups.index((name, False)))[0].tolist().index(best)])
+        cmask = np.asarray(prune.topk_masks(jnp.asarray(tau[cbest][None]), jnp.asarray([kb])))[0]
+        # Judged on as many training pairs as there are test pairs (one batch shape).
+        ctrl_train = {k_: v[:cfg.test_pairs] for k_, v in group_data[gi]["train"].items()}
+        plan["control"] = {"train": losses.add(cmask, ctrl_train),
+                           "test": losses.add(cmask, group_data[gi]["test"])}
+      plans[name] = plan
+    lres, dres = losses.run(), diffs.run()
+    circuits = {}
+    for name, plan in plans.items():
+      best = plan["best"]
+      metrics = {"loss": float(lres[plan["loss"]]), "loss_val": float(val_loss[best]),
+                 "full_model_loss": full[name]["test"],
+                 "inverse_loss": float(lres[plan["inverse"]]), "target_loss": cfg.target_loss}
+      if cfg.calibrate:
+        scale, shift = fit_logit_calibration(dres[plan["diff_val"]])
+        metrics["loss_calibrated"] = float(calibrated_loss(dres[plan["diff_test"]], scale, shift))
+        metrics["calibration"] = {"scale": scale, "shift": shift}
+      if plan["random"]:
+        rand = [float(lres[t]) for t in plan["random"]]
+        metrics["random_circuit_losses"] = rand
+        metrics["random_circuit_loss_mean"] = float(np.mean(rand))
+      if "control" in plan:
+        c = plan["control"]
+        c_train, c_test = float(lres[c["train"]]), float(lres[c["test"]])
+        metrics["control"] = {
+            "kind": "shuffled_labels", "nodes": plan["k"], "loss_train": c_train,
+            "loss_test": c_test, "solves_train": bool(c_train <= cfg.target_loss),
+            "solves_test": bool(c_test <= cfg.target_loss)}
+      metrics["pruning_curve"] = [[k_, float(lres[t])] for k_, t in plan["curve"]]
+      edges, links = find_edges(plan["nodes"], self.run.params, self.model_cfg)
+      info = {"hyperparameters": pop.member(best), "member": best, "k": plan["k"],
+              "n_nodes_total": layout.n_nodes, "ablation": cfg.ablation,
+              "freeze_final_norm": cfg.freeze_final_norm, "run": self.run.workdir,
+              "step": self.run.step, "pairs": {"train": cfg.train_pairs, "val": cfg.val_pairs,
+                                               "test": cfg.test_pairs}}
+      circuits[name] = Circuit(name, plan["nodes"], edges, links, metrics, info)
+    return circuits
 
   def _summary(self, circuits: dict, unsolved: dict) -> dict:
     rows = {}
