@@ -1,0 +1,109 @@
+"""Pruning N tasks in one vmapped run vs the same tasks one after another (same steps).
+
+Times the compiled mask-learning scan (compilation excluded for both) of N members — one per task —
+against N runs of one member each, and reports XLA's memory estimate of each compiled program
+(arguments + outputs + temporaries). Ends with ``prune_vmap_speedup: X``.
+
+  python benchmarks/prune_vmap.py [--workdir=runs/tiny] [--tasks=20] [--steps=20]
+
+Without --workdir a freshly initialised model of the tiny config is used (speed does not depend on
+the weights) with a BPE trained on the built-in corpus.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from common import device_line
+from sparsejax import corpus, prune, tasks as tasks_lib, tokenizer as tok_lib, train_step
+from sparsejax.config import GPTConfig
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (default: a fresh tiny model).")
+_N = flags.DEFINE_integer("tasks", 20, "Number of tasks N.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Mask-learning steps per member.")
+_PAIRS = flags.DEFINE_integer("batch_pairs", 8, "Pairs per step per member.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (median).")
+
+TINY = dict(block_size=128, vocab_size=2048, n_layer=3, n_head=8, d_head=16, d_model=128,
+            d_mlp=512, rms_norm=True, tied_unembed=False, enable_bigram_table=True,
+            learnable_bigram_table=True, grad_checkpointing=False, nope=True)
+
+
+def load_model():
+  if _WORKDIR.value:
+    from sparsejax.runs import load_run
+    run = load_run(_WORKDIR.value)
+    return run.config.model, run.graphdef, run.params, run.buffers, run.tokenizer
+  cfg = GPTConfig(**TINY)
+  graphdef, params, buffers = train_step.init_model(cfg, seed=0)
+  tok = tok_lib.train_bpe(corpus.generate_documents(0, 3000), cfg.vocab_size)
+  return cfg, graphdef, params, buffers, tok
+
+
+def memory_bytes(compiled) -> int | None:
+  try:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+  except Exception:  # not every backend reports it
+    return None
+
+
+def main(argv):
+  del argv
+  cfg, graphdef, params, buffers, tok = load_model()
+  names = list(tasks_lib.TASK_NAMES)[:_N.value]
+  batches = {n: tasks_lib.encode_pairs(tasks_lib.get_task(n),
+                                       tasks_lib.get_task(n).pairs(64, split="train"), tok,
+                                       cfg.block_size) for n in names}
+  T = max(b.seq_len for b in batches.values())
+  data = {k: np.stack([getattr(b.pad_to(T), k) for b in batches.values()])
+          for k in ("tokens", "last", "correct", "alt")}
+  layout = prune.NodeLayout.for_model(cfg)
+  pcfg = prune.PruneConfig(steps=_STEPS.value, batch_pairs=_PAIRS.value, candidates=1)
+  values = jnp.zeros(layout.n_nodes)
+  run = prune.make_trainer(graphdef, layout, pcfg, steps_per_call=_STEPS.value)
+
+  def make_args(group_ids):
+    pop = prune.make_population(pcfg, len(group_ids), [7 + g for g in group_ids])
+    pop.group = np.arange(len(group_ids), dtype=np.int32)
+    d = {k: jnp.asarray(v[np.asarray(group_ids)]) for k, v in data.items()}
+    tau = jnp.asarray(prune.init_tau(pop, layout.n_nodes))
+    state = (tau, jnp.zeros_like(tau), jnp.zeros_like(tau))
+    hp = {h: jnp.asarray(getattr(pop, h)) for h in prune.Population.HYPERS}
+    hp["group"], hp["seed"] = jnp.asarray(pop.group), jnp.asarray(pop.seed)
+    return (state, params, buffers, values, d, hp, jnp.int32(0))
+
+  def timed(compiled, args):
+    jax.block_until_ready(compiled(*args))  # warm
+    ts = []
+    for _ in range(_REPEATS.value):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(*args))
+      ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+  print(device_line())
+  print(f"model: {cfg.n_layer} layers, d_model {cfg.d_model}, {layout.n_nodes} nodes; "
+        f"{len(names)} tasks, {_STEPS.value} steps x {_PAIRS.value} pairs, sequence length {T}")
+  args_all = make_args(list(range(len(names))))
+  compiled_all = run.lower(*args_all).compile()
+  t_all = timed(compiled_all, args_all)
+  compiled_one = run.lower(*make_args([0])).compile()
+  singles = [timed(compiled_one, make_args([g])) for g in range(len(names))]
+  t_seq = sum(singles)
+  mem_all, mem_one = memory_bytes(compiled_all), memory_bytes(compiled_one)
+  fmt = lambda b: f"{b / 2**20:.0f} MiB" if b is not None else "n/a"
+  print(f"{'run':<34} {'seconds':>9} {'memory (XLA estimate)':>22}")
+  print(f"{f'{len(names)} tasks vmapped, one run':<34} {t_all:>9.2f} {fmt(mem_all):>22}")
+  print(f"{f'{len(names)} tasks one after another':<34} {t_seq:>9.2f} {fmt(mem_one):>22}")
+  print(f"prune_vmap_speedup: {t_seq / t_all:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
