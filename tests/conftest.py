@@ -22,3 +22,19 @@ def tiny_config(**overrides) -> GPTConfig:
 @pytest.fixture
 def tiny_cfg():
   return tiny_config()
+
+
+def train_tiny_bpe_run(workdir, steps: int = 4) -> None:
+  """Trains a 1-layer model with the default (BPE) tokenizer for a few steps into ``workdir``:
+  enough for the binaries and pipelines that read a run (not enough to solve tasks)."""
+  from sparsejax.run_config import RunConfig
+  from sparsejax.trainer import train
+  cfg = RunConfig.from_dict({
+      "model": dict(block_size=96, vocab_size=2048, n_layer=1, n_head=2, d_head=8, d_model=16,
+                    d_mlp=32, rms_norm=True, tied_unembed=False, enable_bigram_table=True,
+                    learnable_bigram_table=True, grad_checkpointing=False, nope=True),
+      "data": dict(train_tokens=50_000, eval_tokens=5_000, tokenizer_train_chars=1_000_000),
+      "train": dict(steps=steps, batch_size=4, seq_len=64, log_every=1, eval_every=steps,
+                    eval_batches=1, checkpoint_every=steps),
+  })
+  train(cfg, str(workdir), progress=lambda _: None)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsejax.run_config import RunConfig
-from sparsejax.trainer import train
+from conftest import train_tiny_bpe_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,15 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   work = tmp_path_factory.mktemp("run")
-  cfg = RunConfig.from_dict({
-      "model": dict(block_size=96, vocab_size=2048, n_layer=1, n_head=2, d_head=8, d_model=16,
-                    d_mlp=32, rms_norm=True, tied_unembed=False, enable_bigram_table=True,
-                    learnable_bigram_table=True, grad_checkpointing=False, nope=True),
-      "data": dict(train_tokens=50_000, eval_tokens=5_000, tokenizer_train_chars=1_000_000),
-      "train": dict(steps=4, batch_size=4, seq_len=64, log_every=2, eval_every=4,
-                    eval_batches=1, checkpoint_every=4),
-  })
-  train(cfg, str(work), progress=lambda _: None)
+  train_tiny_bpe_run(work, steps=4)
   return work
 
 

@@ -119,23 +119,14 @@ def test_build_viewer_on_a_trained_run(tmp_path):
   from sparsejax import prune
   from sparsejax.circuits import Circuit, find_edges
   from sparsejax.pipeline import build_viewer
-  from sparsejax.run_config import RunConfig
   from sparsejax.runs import load_run
-  from sparsejax.trainer import train
+  from conftest import train_tiny_bpe_run
   work = tmp_path / "run"
-  cfg = RunConfig.from_dict({
-      "model": dict(block_size=96, vocab_size=2048, n_layer=1, n_head=2, d_head=8, d_model=16,
-                    d_mlp=32, rms_norm=True, tied_unembed=False, enable_bigram_table=True,
-                    learnable_bigram_table=True, grad_checkpointing=False, nope=True),
-      "data": dict(train_tokens=50_000, eval_tokens=5_000, tokenizer_train_chars=1_000_000),
-      "train": dict(steps=3, batch_size=4, seq_len=64, log_every=1, eval_every=3,
-                    eval_batches=1, checkpoint_every=3),
-  })
-  train(cfg, str(work), progress=lambda _: None)
+  train_tiny_bpe_run(work, steps=3)
   run = load_run(str(work))
   pcfg = prune.PruneConfig(test_pairs=8, val_pairs=8, train_pairs=8, mean_tokens=1024)
   nodes = {"0.mlp.act_in": [0, 3], "0.mlp.post_act": [1, 2, 5], "0.mlp.resid_delta": [4]}
-  edges, links = find_edges(nodes, run.params, cfg.model)
+  edges, links = find_edges(nodes, run.params, run.config.model)
   circuit = Circuit("var_swap", nodes, edges, links,
                     {"loss": 0.5, "full_model_loss": 0.6, "inverse_loss": 0.7,
                      "target_loss": 0.15, "pruning_curve": [[0, 0.69], [6, 0.5]]}, {})
