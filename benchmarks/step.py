@@ -20,7 +20,6 @@ from __future__ import annotations
 import statistics
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 from common import device_line, median_time

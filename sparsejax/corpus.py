@@ -483,7 +483,7 @@ class _Gen:
       if self.chance(0.5):
         a = self.choice(attrs)
         q = self.quote()
-        lines += [f"    def describe(self):" if self.chance(0.5) else f"    def show(self):",
+        lines += ["    def describe(self):" if self.chance(0.5) else "    def show(self):",
                   f"        print(f{q}{name} {a}: {{self.{a}}}{q})"]
       else:
         lines += self.function(ind=4, method=True)

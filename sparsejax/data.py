@@ -16,6 +16,7 @@ The manifest is written last: a directory without one is an unfinished build and
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Callable, Iterable, Iterator
@@ -66,20 +67,6 @@ def write_tokens(path: str, documents: Iterable[str], tokenizer: Tokenizer, n_to
   return written, docs_used
 
 
-def build_token_stream(documents: Iterable[str], tokenizer: Tokenizer, n_tokens: int) -> np.ndarray:
-  """In memory: exactly ``n_tokens`` tokens of the documents (each followed by EOT)."""
-  out = np.empty(n_tokens, token_dtype(tokenizer.vocab_size))
-  filled = 0
-  for ids in (tokenizer.encode(d) for d in documents):
-    ids.append(tokenizer.eot_id)
-    take = min(len(ids), n_tokens - filled)
-    out[filled:filled + take] = ids[:take]
-    filled += take
-    if filled == n_tokens:
-      return out
-  raise ValueError(f"the documents hold only {filled} tokens, {n_tokens} were requested")
-
-
 # ---------------------------------------------------------------------- the dataset
 @dataclasses.dataclass
 class Dataset:
@@ -91,7 +78,6 @@ class Dataset:
 
 def _split(docs: Iterable[str], held_out: bool) -> Iterator[str]:
   """Deterministic train / held-out split of a finite source by content hash."""
-  import hashlib
   for d in docs:
     h = int.from_bytes(hashlib.sha256(d.encode("utf-8", "replace")).digest()[:4], "little")
     if (h % EVAL_EVERY == 0) == held_out:

@@ -185,10 +185,6 @@ class Population:
   def member(self, i: int) -> dict:
     return {h: float(getattr(self, h)[i]) for h in self.HYPERS} | {"seed": int(self.seed[i])}
 
-  def take(self, idx) -> "Population":
-    return Population(**{f.name: getattr(self, f.name)[idx]
-                         for f in dataclasses.fields(self)})
-
 
 def candidate_hypers(cfg: PruneConfig, n: int, seed: int) -> list[dict]:
   """n hyperparameter sets: the paper's centres, then draws spread log-uniformly around them."""

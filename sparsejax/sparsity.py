@@ -21,7 +21,6 @@ attribute names (NNX state, a pure dict, weights converted from the released che
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax

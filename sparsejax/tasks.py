@@ -23,6 +23,8 @@ import hashlib
 import random
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sparsejax import corpus
@@ -149,7 +151,6 @@ def _set_or_string(rng, name=None):
 
 
 def _class_init(rng):
-  g = _g(rng)
   a, b = rng.sample(_ATTRS, 2)
   extra = rng.sample([x for x in _ATTRS if x not in (a, b)], rng.randint(0, 2))
   args = ", ".join(extra + [a, b])
@@ -161,7 +162,6 @@ def _class_init(rng):
 
 
 def _with_as(rng):
-  g = _g(rng)
   q = rng.choice(('"', "'"))
   stem = rng.choice(corpus.FILE_STEMS)
   mode = rng.choice("rw")
@@ -419,7 +419,7 @@ def _decisive(tokenizer, task: str, context: str, completion: str) -> tuple[list
 def encode_pairs(task: Task, pairs: Sequence[TaskPair], tokenizer,
                  max_len: int | None = None) -> TaskBatch:
   """Tokenizes and validates pairs. Contexts longer than ``max_len`` keep their last tokens."""
-  rows, lasts, correct, alt = [], [], [], []
+  rows, correct, alt = [], [], []
   for p in pairs:
     ctx_a, tok_a = _decisive(tokenizer, task.name, p.context_a, p.completion_a)
     ctx_b, tok_b = _decisive(tokenizer, task.name, p.context_b, p.completion_b)
@@ -459,14 +459,6 @@ def pair_loss(logits_last_NSV, correct_NS, alt_NS):
   sequences (both sequences of each pair, then pairs). Written with plain jnp ops so it can be
   vmapped over tasks. Returns (loss per sequence (N, S), correct-is-preferred (N, S)).
   """
-  import jax
-  import jax.numpy as jnp
   l_c = jnp.take_along_axis(logits_last_NSV, correct_NS[..., None], axis=-1)[..., 0]
   l_a = jnp.take_along_axis(logits_last_NSV, alt_NS[..., None], axis=-1)[..., 0]
   return jax.nn.softplus(l_a - l_c), (l_c > l_a)
-
-
-def last_logits(logits_NSTV, last_NS):
-  """Logits at each sequence's scored position: (N, S, V)."""
-  import jax.numpy as jnp
-  return jnp.take_along_axis(logits_NSTV, last_NS[..., None, None], axis=2)[:, :, 0]

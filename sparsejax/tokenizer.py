@@ -95,10 +95,6 @@ class BPETokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-  def token_text(self, token_id: int) -> str:
-    """The text of one token."""
-    return self.decode([token_id])
-
   def to_json(self) -> str:
     return self._tok.to_str()
 

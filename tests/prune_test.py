@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsejax import prune, sites
+from sparsejax import prune
 from sparsejax.circuits import Circuit, _json_default, find_edges, geometric_mean_edges
 from sparsejax.config import GPTConfig
 from sparsejax.model import GPT

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax import corpus, tasks, tokenizer as tok_lib
+from sparsejax import tasks, tokenizer as tok_lib
 from sparsejax.data import make_tokenizer, source_weights
 from sparsejax.run_config import DataConfig
 
