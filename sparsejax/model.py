@@ -49,10 +49,11 @@ class Linear(nnx.Module):
     self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32))
     self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if bias else None
 
-  def __call__(self, x):
-    y = x @ self.kernel[...].astype(x.dtype)
+  def __call__(self, x, cols: slice = slice(None)):
+    """x @ kernel (+ bias), optionally for a slice of the output columns only."""
+    y = x @ self.kernel[...][:, cols].astype(x.dtype)
     if self.bias is not None:
-      y = y + _lead(self.bias[...].astype(x.dtype), y.ndim)
+      y = y + _lead(self.bias[...][cols].astype(x.dtype), y.ndim)
     return y
 
 
@@ -98,12 +99,16 @@ class _Context:
       return abs_topk(x, self.cfg.abstopk_k(x.shape[-1]))
     return x
 
-  def with_pos(self, h_BTD, norm: Norm | None):
-    """Concatenates the normed read-only position channels (cat pos emb)."""
+  def with_pos(self, h_BTD, norm: Norm | None, query_B=None):
+    """Concatenates the normed read-only position channels (cat pos emb); with ``query_B``,
+    ``h`` holds one position per sequence (B, 1, D) and gets that position's channels."""
     if self.pos_TP is None:
       return h_BTD
     p_TP = norm(self.pos_TP).astype(h_BTD.dtype)
-    p_BTP = jnp.broadcast_to(p_TP, h_BTD.shape[:-1] + p_TP.shape[-1:])
+    if query_B is not None:
+      p_BTP = jnp.take(p_TP, query_B, axis=0)[:, None]
+    else:
+      p_BTP = jnp.broadcast_to(p_TP, h_BTD.shape[:-1] + p_TP.shape[-1:])
     return jnp.concatenate([h_BTD, p_BTP], axis=-1)
 
 
@@ -119,23 +124,35 @@ class Attention(nnx.Module):
     # Sink: a per-head logit b_h for an always-visible key slot whose value is zero.
     self.sink_logit = nnx.Param(jnp.zeros((cfg.n_head,), jnp.float32)) if cfg.sink else None
 
-  def __call__(self, x_BTI, ctx: _Context, layer: int):
+  def __call__(self, x_BTI, ctx: _Context, layer: int, query_B=None):
+    """Attention output (B, T, D); with ``query_B`` (one position per sequence) only the output
+    at those positions, (B, 1, D): keys and values still cover every position."""
     tape = ctx.tape
     x_BTI = tape(f"{layer}.attn.act_in", ctx.sparsify(x_BTI, "attn_in"))
-    q_BTA, k_BTA, v_BTA = jnp.split(self.c_attn(x_BTI), 3, axis=-1)
+    A = self.n_head * self.d_head
+    if query_B is None:
+      q_BTA, k_BTA, v_BTA = jnp.split(self.c_attn(x_BTI), 3, axis=-1)
+    else:
+      x_B1I = jnp.take_along_axis(x_BTI, query_B[:, None, None], axis=1)
+      q_BTA = self.c_attn(x_B1I, slice(0, A))
+      k_BTA, v_BTA = jnp.split(self.c_attn(x_BTI, slice(A, None)), 2, axis=-1)
     q_BTA = tape(f"{layer}.attn.q", ctx.sparsify(q_BTA, "attn_q"))
     k_BTA = tape(f"{layer}.attn.k", ctx.sparsify(k_BTA, "attn_k"))
     v_BTA = tape(f"{layer}.attn.v", ctx.sparsify(v_BTA, "attn_v"))
-    y_BTA = tape(f"{layer}.attn.y", self._attend(q_BTA, k_BTA, v_BTA))
+    y_BTA = tape(f"{layer}.attn.y", self._attend(q_BTA, k_BTA, v_BTA, query_B))
     return ctx.sparsify(self.c_proj(y_BTA), "attn_out")
 
-  def _attend(self, q_BTA, k_BTA, v_BTA):
-    B, T, _ = q_BTA.shape
-    split = lambda a: a.reshape(B, T, self.n_head, self.d_head)
-    q, k, v = split(q_BTA), split(k_BTA), split(v_BTA)
+  def _attend(self, q_BQA, k_BTA, v_BTA, query_B=None):
+    B, T, _ = k_BTA.shape
+    Q = q_BQA.shape[1]
+    split = lambda a: a.reshape(B, a.shape[1], self.n_head, self.d_head)
+    q, k, v = split(q_BQA), split(k_BTA), split(v_BTA)
     s_BHTT = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
     s_BHTT = s_BHTT / math.sqrt(self.d_head)
-    causal = jnp.tril(jnp.ones((T, T), bool))
+    if query_B is None:
+      causal = jnp.tril(jnp.ones((T, T), bool))
+    else:  # (B, 1, 1, T): query b sees keys at positions <= query_B[b]
+      causal = (jnp.arange(T)[None, :] <= query_B[:, None])[:, None, None, :]
     s_BHTT = jnp.where(causal, s_BHTT, jnp.finfo(jnp.float32).min)
     m = jnp.max(s_BHTT, axis=-1, keepdims=True)
     if self.sink_logit is not None:
@@ -147,7 +164,7 @@ class Attention(nnx.Module):
       denom = denom + jnp.exp(b_H11 - m)  # the sink's value is zero: it only adds mass
     p_BHTT = (p_BHTT / denom).astype(v.dtype)
     y = jnp.einsum("bhqs,bshk->bqhk", p_BHTT, v)
-    return y.reshape(B, T, self.n_head * self.d_head)
+    return y.reshape(B, Q, self.n_head * self.d_head)
 
 
 class MLP(nnx.Module):
@@ -181,17 +198,24 @@ class Block(nnx.Module):
     self.ln_p1 = norm(cfg.d_pos_emb) if cfg.cat_pos_emb else None
     self.ln_p2 = norm(cfg.d_pos_emb) if cfg.cat_pos_emb else None
 
-  def sublayer(self, which: int, x_BTD, ctx: _Context, layer: int):
-    """Runs the attention (which=0) or MLP (which=1) sublayer on the residual stream."""
+  def sublayer(self, which: int, x_BTD, ctx: _Context, layer: int, query_B=None):
+    """Runs the attention (which=0) or MLP (which=1) sublayer on the residual stream.
+
+    With ``query_B`` (one position per sequence) the result is the stream at those positions
+    only, (B, 1, D): the attention sublayer takes the whole (B, T, D) stream (its keys and values
+    need it), the MLP sublayer takes the (B, 1, D) stream the attention one returned.
+    """
     cfg, tape = ctx.cfg, ctx.tape
     if which == 0:
       x_BTD = tape(f"{layer}.resid_in", x_BTD)
       h = ctx.with_pos(self.ln_1(x_BTD), self.ln_p1)
-      delta = tape(f"{layer}.attn.resid_delta", self.attn(h, ctx, layer))
+      delta = tape(f"{layer}.attn.resid_delta", self.attn(h, ctx, layer, query_B))
+      if query_B is not None:
+        x_BTD = jnp.take_along_axis(x_BTD, query_B[:, None, None], axis=1)
       post = "resid_post_attn"
     else:
       x_BTD = tape(f"{layer}.resid_mid", x_BTD)
-      h = ctx.with_pos(self.ln_2(x_BTD), self.ln_p2)
+      h = ctx.with_pos(self.ln_2(x_BTD), self.ln_p2, query_B)
       delta = tape(f"{layer}.mlp.resid_delta", self.mlp(h, ctx, layer))
       post = "resid_post_mlp"
     x_BTD = x_BTD + delta
@@ -268,7 +292,17 @@ class GPT(nnx.Module):
     """
     tape = sites_lib.SiteTape(self.config, names, interventions)
     ctx = self._context(tokens_BT, tape)
-    x = self._run(self._embed(tokens_BT), ctx, 0, self.num_sublayers)
+    x = self._embed(tokens_BT)
+    if positions_B is not None and self._can_trim_last_block(tape):
+      # Only the scored positions leave the last block: its MLP, output projection and queries
+      # run on B positions instead of B * T (keys and values still cover every position).
+      x = self._run(x, ctx, 0, self.num_sublayers - 2)
+      last = self.config.n_layer - 1
+      for which in (0, 1):
+        x = self.blocks[last].sublayer(which, x, ctx, last, positions_B)
+      x = x[:, 0]  # (B, D): already at the scored positions
+    else:
+      x = self._run(x, ctx, 0, self.num_sublayers)
     return self._head(x, tokens_BT, ctx, positions_B, final_rms_B), tape.cache
 
   def resid_before(self, tokens_BT, sublayer: int, *,
@@ -312,6 +346,12 @@ class GPT(nnx.Module):
       x = x + _lead(self.wpe[...][: tokens_BT.shape[-1]], x.ndim)
     return x.astype(self.compute_dtype)
 
+  def _can_trim_last_block(self, tape: sites_lib.SiteTape) -> bool:
+    """The last block may run at the scored positions only when nothing is recorded and every
+    intervention is per-channel (no position axis to line up)."""
+    return not tape.capture and all(
+        jnp.ndim(iv.mask) <= 1 and jnp.ndim(iv.value) <= 1 for iv in tape.interventions.values())
+
   def _run(self, x_BTD, ctx: _Context, start: int, stop: int):
     remat = self.config.grad_checkpointing and not ctx.tape.capture
     for s in range(start, stop):
@@ -328,7 +368,8 @@ class GPT(nnx.Module):
   def _head(self, x_BTD, tokens_BT, ctx: _Context, positions_B=None, final_rms_B=None):
     x_BTD = ctx.tape(sites_lib.FINAL_SITE, x_BTD)
     if positions_B is not None:  # only the scored positions: (B, D) and (B,)
-      x_BTD = jnp.take_along_axis(x_BTD, positions_B[:, None, None], axis=1)[:, 0]
+      if x_BTD.ndim == 3:  # not yet selected by a trimmed last block
+        x_BTD = jnp.take_along_axis(x_BTD, positions_B[:, None, None], axis=1)[:, 0]
       tokens_BT = jnp.take_along_axis(tokens_BT, positions_B[:, None], axis=1)[:, 0]
     if final_rms_B is not None:
       if positions_B is None or not self.config.rms_norm:

@@ -221,6 +221,33 @@ def test_vmap_over_masks_matches_separate_calls():
   assert not np.allclose(np.asarray(batched[0]), np.asarray(batched[1]))
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_scored_positions_match_the_full_pass(variant):
+  """With positions_B the last block runs at the scored positions only; logits (and their
+  gradients wrt per-node masks) equal the full pass taken at those positions."""
+  cfg, model = build(**VARIANTS[variant])
+  toks = tokens(shape=(4, 16))
+  pos = jnp.array([15, 0, 7, 3])
+  w = sites.site_width(cfg, "1.mlp.post_act")
+  value = jnp.linspace(-1.0, 1.0, w)
+
+  def logits(mask, positions):
+    iv = {"1.mlp.post_act": sites.Intervention(mask, value),
+          "1.attn.q": sites.Intervention(jnp.ones(cfg.attn_dim).at[2].set(0.0), 0.3),
+          "0.attn.resid_delta": sites.Intervention(jnp.ones(cfg.d_model).at[1].set(0.0), -0.2)}
+    if positions is None:
+      return jnp.take_along_axis(model(toks, interventions=iv), pos[:, None, None], axis=1)[:, 0]
+    return model(toks, interventions=iv, positions_B=positions)
+
+  mask = jnp.ones(w).at[::3].set(0.0)
+  full, trimmed = logits(mask, None), logits(mask, pos)
+  assert trimmed.shape == (4, cfg.vocab_size)
+  np.testing.assert_allclose(np.asarray(trimmed), np.asarray(full), rtol=1e-5, atol=1e-5)
+  probe = lambda positions: jax.grad(lambda m: logits(m, positions)[:, 5].sum())(mask)
+  np.testing.assert_allclose(np.asarray(probe(pos)), np.asarray(probe(None)), rtol=1e-4,
+                             atol=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["paper", "catpos", "abstopk_sink"])
 def test_partial_forward_composes_to_the_full_pass(variant):
   cfg, model = build(**VARIANTS[variant])
