@@ -2,7 +2,9 @@
 
 Times the compiled mask-learning scan (compilation excluded for both) of N members — one per task —
 against N runs of one member each, and reports XLA's memory estimate of each compiled program
-(arguments + outputs + temporaries). Ends with ``prune_vmap_speedup: X``.
+(arguments + outputs + temporaries) and its FLOP rate. Tokens are cut to what the tasks need
+(``prune.needed_length``): the vmapped run to the longest task's, each lone run to its own task's.
+Ends with ``prune_vmap_speedup: X``.
 
   python benchmarks/prune_vmap.py [--workdir=runs/tiny] [--tasks=20] [--steps=20]
 
@@ -54,6 +56,15 @@ def memory_bytes(compiled) -> int | None:
     return None
 
 
+def flops(compiled) -> float | None:
+  try:
+    c = compiled.cost_analysis()
+    c = c[0] if isinstance(c, (list, tuple)) else c
+    return float(c["flops"])
+  except Exception:
+    return None
+
+
 def main(argv):
   del argv
   cfg, graphdef, params, buffers, tok = load_model()
@@ -64,6 +75,7 @@ def main(argv):
   T = max(b.seq_len for b in batches.values())
   data = {k: np.stack([getattr(b.pad_to(T), k) for b in batches.values()])
           for k in ("tokens", "last", "correct", "alt")}
+  need = [prune.needed_length(b.last, T) for b in batches.values()]
   layout = prune.NodeLayout.for_model(cfg)
   pcfg = prune.PruneConfig(steps=_STEPS.value, batch_pairs=_PAIRS.value, candidates=1)
   values = jnp.zeros(layout.n_nodes)
@@ -72,12 +84,12 @@ def main(argv):
   def make_args(group_ids):
     pop = prune.make_population(pcfg, len(group_ids), [7 + g for g in group_ids])
     pop.group = np.arange(len(group_ids), dtype=np.int32)
-    d = {k: jnp.asarray(v[np.asarray(group_ids)]) for k, v in data.items()}
+    length = max(need[g] for g in group_ids)
+    d = prune.trim_tokens({k: jnp.asarray(v[np.asarray(group_ids)]) for k, v in data.items()},
+                          length)
     tau = jnp.asarray(prune.init_tau(pop, layout.n_nodes))
     state = (tau, jnp.zeros_like(tau), jnp.zeros_like(tau))
-    hp = {h: jnp.asarray(getattr(pop, h)) for h in prune.Population.HYPERS}
-    hp["group"], hp["seed"] = jnp.asarray(pop.group), jnp.asarray(pop.seed)
-    return (state, params, buffers, values, d, hp, jnp.int32(0))
+    return (state, params, buffers, values, d, pop.arrays(), jnp.int32(0))
 
   def timed(compiled, args):
     jax.block_until_ready(compiled(*args))  # warm
@@ -90,18 +102,38 @@ def main(argv):
 
   print(device_line())
   print(f"model: {cfg.n_layer} layers, d_model {cfg.d_model}, {layout.n_nodes} nodes; "
-        f"{len(names)} tasks, {_STEPS.value} steps x {_PAIRS.value} pairs, sequence length {T}")
+        f"{len(names)} tasks, {_STEPS.value} steps x {_PAIRS.value} pairs, sequence length "
+        f"{max(need)} (lone runs: {min(need)}..{max(need)})")
   args_all = make_args(list(range(len(names))))
   compiled_all = run.lower(*args_all).compile()
   t_all = timed(compiled_all, args_all)
-  compiled_one = run.lower(*make_args([0])).compile()
-  singles = [timed(compiled_one, make_args([g])) for g in range(len(names))]
+  compiled = {}  # one compile per distinct length
+  singles = []
+  for g in range(len(names)):
+    args = make_args([g])
+    if need[g] not in compiled:
+      compiled[need[g]] = run.lower(*args).compile()
+    singles.append(timed(compiled[need[g]], args))
   t_seq = sum(singles)
+  t_by_length = 0.0  # one vmapped call per needed length (PruneConfig.group_by_length)
+  for n in sorted(set(need)):
+    args = make_args([g for g in range(len(names)) if need[g] == n])
+    t_by_length += timed(run.lower(*args).compile(), args)
+  compiled_one = compiled[max(need)]
   mem_all, mem_one = memory_bytes(compiled_all), memory_bytes(compiled_one)
   fmt = lambda b: f"{b / 2**20:.0f} MiB" if b is not None else "n/a"
   print(f"{'run':<34} {'seconds':>9} {'memory (XLA estimate)':>22}")
   print(f"{f'{len(names)} tasks vmapped, one run':<34} {t_all:>9.2f} {fmt(mem_all):>22}")
   print(f"{f'{len(names)} tasks one after another':<34} {t_seq:>9.2f} {fmt(mem_one):>22}")
+  print(f"{f'vmapped, one call per length ({len(set(need))})':<34} {t_by_length:>9.2f}")
+  # XLA counts a scan's body once: x steps for the whole run.
+  f_all = flops(compiled_all)
+  f_seq = [flops(compiled[need[g]]) for g in range(len(names))]
+  if f_all and all(f_seq):
+    f_all, f_seq = f_all * _STEPS.value, sum(f_seq) * _STEPS.value
+    print(f"XLA flops: vmapped {f_all / 1e9:.0f} G ({f_all / 1e9 / t_all:.0f} GFLOP/s), one "
+          f"after another {f_seq / 1e9:.0f} G ({f_seq / 1e9 / t_seq:.0f} GFLOP/s)")
+  print(f"vmapped by length vs one after another: {t_seq / t_by_length:.2f}x")
   print(f"prune_vmap_speedup: {t_seq / t_all:.2f}")
 
 

@@ -66,6 +66,16 @@ class PruneConfig:
   random_circuits: int = 5  # random circuits with the same nodes per site (control)
   control: bool = True  # also prune a shuffled-label copy of each task (control)
   chunk_steps: int = 25  # steps per compiled scan chunk (progress is reported between chunks)
+  # Members trained in one vmapped call; 0 plans it from the memory budget (all members when they
+  # fit). Members are grouped by sequence length, so a call also pads less.
+  members_per_call: int = 0
+  # 0: 75% of the accelerator's memory; on a CPU (no limit reported) nothing is planned unless
+  # this or members_per_call is set.
+  memory_budget_gib: float = 0.0
+  # One call per needed sequence length (multiples of LENGTH_BUCKET): no padding beyond a task's
+  # own length, at one compile and one call per length. Pays on a CPU, where a call costs its
+  # FLOPs; on a GPU fewer, wider calls usually win.
+  group_by_length: bool = False
   bisect_rtol: float = 0.0  # stop bisecting once the size is known to within this fraction
 
   def __post_init__(self):
@@ -79,6 +89,8 @@ class PruneConfig:
       raise ValueError(f"target_loss: must be > 0, got {self.target_loss}")
     if self.random_circuits < 0:
       raise ValueError("random_circuits: must be >= 0")
+    if self.members_per_call < 0 or self.memory_budget_gib < 0:
+      raise ValueError("members_per_call and memory_budget_gib: must be >= 0 (0 = automatic)")
 
 
 # ------------------------------------------------------------------ nodes
@@ -133,6 +145,22 @@ def node_means(graphdef, params, buffers, layout: NodeLayout, token_batches) -> 
   return (total / count).astype(np.float32)
 
 
+LENGTH_BUCKET = 16
+
+
+def needed_length(last, cap: int) -> int:
+  """Tokens a batch of sequences needs: later positions cannot change the scored ones' logits
+  (the model is causal and position-wise elsewhere). Rounded up to a multiple of LENGTH_BUCKET
+  (few distinct shapes, so few compiles) and at most ``cap``."""
+  n = int(np.max(last)) + 1
+  return min(cap, -(-n // LENGTH_BUCKET) * LENGTH_BUCKET)
+
+
+def trim_tokens(arrays: dict, length: int) -> dict:
+  """Task arrays with tokens cut to ``length`` positions (see :func:`needed_length`)."""
+  return dict(arrays, tokens=arrays["tokens"][..., :length])
+
+
 # ------------------------------------------------------------------ masks and the objective
 def heaviside_ste(tau, temp):
   """H(τ) forward; d/dτ = σ'(τ/T)/T backward."""
@@ -184,6 +212,14 @@ class Population:
 
   def member(self, i: int) -> dict:
     return {h: float(getattr(self, h)[i]) for h in self.HYPERS} | {"seed": int(self.seed[i])}
+
+  def subset(self, members) -> "Population":
+    return Population(**{f.name: getattr(self, f.name)[members]
+                         for f in dataclasses.fields(self)})
+
+  def arrays(self) -> dict:
+    """What the trainer takes: every hyperparameter, the group and the seed, as device arrays."""
+    return {f.name: jnp.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def candidate_hypers(cfg: PruneConfig, n: int, seed: int) -> list[dict]:
@@ -267,28 +303,96 @@ def init_tau(pop: Population, n_nodes: int) -> np.ndarray:
   return out
 
 
+def _state(pop: Population, n_nodes: int):
+  tau = jnp.asarray(init_tau(pop, n_nodes))
+  return tau, jnp.zeros_like(tau), jnp.zeros_like(tau)
+
+
+def _memory_budget(cfg: PruneConfig) -> float | None:
+  if cfg.memory_budget_gib:
+    return cfg.memory_budget_gib * 2**30
+  stats = jax.devices()[0].memory_stats() or {}
+  return 0.75 * stats["bytes_limit"] if "bytes_limit" in stats else None
+
+
+def plan_members_per_call(run, args_one, n_members: int, cfg: PruneConfig) -> tuple[int, str]:
+  """How many members one vmapped call trains: ``cfg.members_per_call``, or as many as fit the
+  memory budget by XLA's estimate for one member (arguments + outputs + temporaries, an upper
+  bound per member: the frozen model is counted for each). Returns (count, how it was chosen)."""
+  if cfg.members_per_call:
+    return min(cfg.members_per_call, n_members), "members_per_call"
+  budget = _memory_budget(cfg)
+  if budget is None:
+    return n_members, "no memory limit reported by the backend"
+  try:
+    m = run.lower(*args_one).compile().memory_analysis()
+    one = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+  except Exception:  # the backend gives no estimate: one call, as configured
+    return n_members, "no memory estimate on this backend"
+  fit = max(1, int(budget // max(one, 1)))
+  return min(fit, n_members), (f"{one / 2**20:.0f} MiB per member (XLA estimate), budget "
+                               f"{budget / 2**30:.1f} GiB")
+
+
 def learn_masks(graphdef, params, buffers, layout: NodeLayout, values, data: dict,
                 pop: Population, cfg: PruneConfig,
                 progress: Callable[[str], None] = lambda _: None) -> np.ndarray:
-  """τ of every member after ``cfg.steps`` steps: (M, n_nodes)."""
+  """τ of every member after ``cfg.steps`` steps: (M, n_nodes).
+
+  Members train in vmapped calls of at most :func:`plan_members_per_call` members (and with
+  ``group_by_length`` one length per call), sorted by their task's sequence length so each call's
+  tokens are cut to what its tasks need. A member's result does not depend on which call it ran in
+  (its batches and init depend only on its seed).
+  """
   chunk = min(cfg.chunk_steps, cfg.steps)
-  run = make_trainer(graphdef, layout, cfg, steps_per_call=chunk)
-  tau = jnp.asarray(init_tau(pop, layout.n_nodes))
-  state = (tau, jnp.zeros_like(tau), jnp.zeros_like(tau))
-  hp = {h: jnp.asarray(getattr(pop, h)) for h in Population.HYPERS}
-  hp["group"], hp["seed"] = jnp.asarray(pop.group), jnp.asarray(pop.seed)
-  data = {k: jnp.asarray(v) for k, v in data.items()}
-  done = 0
-  while done < cfg.steps:
-    if cfg.steps - done < chunk:  # the last, shorter chunk
-      chunk = cfg.steps - done
-      run = make_trainer(graphdef, layout, cfg, steps_per_call=chunk)
-    state, (task, kept) = run(state, params, buffers, values, data, hp, jnp.int32(done))
-    done += chunk
-    task, kept = np.asarray(task[-1]), np.asarray(kept[-1])
-    progress(f"prune: step {done}/{cfg.steps} | task loss median {np.median(task):.3f} | kept "
-             f"nodes median {int(np.median(kept))} of {layout.n_nodes}")
-  return np.asarray(state[0])
+  trainers = {}
+
+  def trainer(steps):
+    if steps not in trainers:
+      trainers[steps] = make_trainer(graphdef, layout, cfg, steps_per_call=steps)
+    return trainers[steps]
+
+  cap = data["tokens"].shape[-1]
+  need = np.asarray([needed_length(data["last"][g], cap) for g in range(len(data["last"]))])
+  order = np.argsort(need[pop.group], kind="stable")
+
+  def call_inputs(members):
+    groups, group = np.unique(pop.group[members], return_inverse=True)
+    sub = pop.subset(members)
+    sub.group = group.astype(np.int32)
+    d = trim_tokens({k: v[groups] for k, v in data.items()}, int(need[groups].max()))
+    return sub, {k: jnp.asarray(v) for k, v in d.items()}
+
+  per_call, why = len(pop), "one call"
+  if len(pop) > 1:
+    sub, d = call_inputs(order[-1:])  # the longest member: the largest per-member footprint
+    per_call, why = plan_members_per_call(
+        trainer(chunk), (_state(sub, layout.n_nodes), params, buffers, values, d, sub.arrays(),
+                         jnp.int32(0)), len(pop), cfg)
+  split = lambda ids: [ids[i:i + per_call] for i in range(0, len(ids), per_call)]
+  if cfg.group_by_length:
+    calls = [c for n in np.unique(need) for c in split(order[need[pop.group[order]] == n])]
+  else:
+    calls = split(order)
+  if len(calls) > 1:
+    progress(f"prune: {len(pop)} members in {len(calls)} vmapped calls of up to {per_call} "
+             f"({why})")
+  tau_out = np.empty((len(pop), layout.n_nodes), np.float32)
+  for c, members in enumerate(calls):
+    sub, d = call_inputs(members)
+    state, hp = _state(sub, layout.n_nodes), sub.arrays()
+    where = f" | call {c + 1}/{len(calls)}, {len(members)} members" if len(calls) > 1 else ""
+    done = 0
+    while done < cfg.steps:
+      steps = min(chunk, cfg.steps - done)
+      state, (task, kept) = trainer(steps)(state, params, buffers, values, d, hp,
+                                          jnp.int32(done))
+      done += steps
+      task, kept = np.asarray(task[-1]), np.asarray(kept[-1])
+      progress(f"prune: step {done}/{cfg.steps}{where} | task loss median {np.median(task):.3f}"
+               f" | kept nodes median {int(np.median(kept))} of {layout.n_nodes}")
+    tau_out[members] = np.asarray(state[0])
+  return tau_out
 
 
 # ------------------------------------------------------------------ discretization

@@ -56,7 +56,9 @@ class PruneResult:
 
 class _Queue:
   """Collects (mask, task arrays) requests and runs them through one jitted vmapped function in
-  fixed-size chunks, grouped by pair count: a handful of compiles however many requests."""
+  fixed-size chunks, grouped by pair count and sorted by needed sequence length, each chunk's
+  tokens cut to what it needs (:func:`sparsejax.prune.needed_length`): a handful of compiles
+  however many requests."""
 
   def __init__(self, fn, chunk: int = 16):
     self.fn, self.chunk, self.requests = fn, chunk, []
@@ -68,15 +70,19 @@ class _Queue:
   def run(self) -> list:
     out = [None] * len(self.requests)
     by_pairs: dict[int, list[int]] = {}
+    need = []
     for i, (_, arrays) in enumerate(self.requests):
       by_pairs.setdefault(len(arrays["tokens"]), []).append(i)
+      need.append(prune.needed_length(arrays["last"], arrays["tokens"].shape[-1]))
     for ids in by_pairs.values():
+      ids = sorted(ids, key=lambda i: need[i])
       for start in range(0, len(ids), self.chunk):
         part = ids[start:start + self.chunk]
         rows = part + [part[-1]] * (self.chunk - len(part))  # pad: one shape per pair count
         masks = jnp.asarray(np.stack([self.requests[i][0] for i in rows]))
         arrays = {k: jnp.asarray(np.stack([self.requests[i][1][k] for i in rows]))
                   for k in self.requests[rows[0]][1]}
+        arrays = prune.trim_tokens(arrays, max(need[i] for i in part))
         result = np.asarray(self.fn(masks, arrays))
         for j, i in enumerate(part):
           out[i] = result[j]

@@ -200,3 +200,70 @@ def test_logit_calibration_improves_an_uncalibrated_circuit():
   scale, shift = fit_logit_calibration(diffs)
   assert scale > 1.5
   assert float(calibrated_loss(diffs, scale, shift)) < float(calibrated_loss(diffs, 1.0, 0.0))
+
+
+def random_model_and_tasks(lengths=(10, 30, 40), n_pairs=16):
+  """A random 2-layer model and one random task per length (the longest context of each)."""
+  cfg = dataclasses.replace(CFG, block_size=40, n_layer=2, n_head=2, enable_bigram_table=True,
+                            learnable_bigram_table=True)
+  model = GPT(cfg, rngs=nnx.Rngs(2))
+  graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+  rng = np.random.default_rng(0)
+  groups = []
+  for n in lengths:
+    tokens = np.zeros((n_pairs, 2, 40), np.int32)
+    last = rng.integers(0, n, (n_pairs, 2)).astype(np.int32)
+    last[0, 0] = n - 1
+    for i in range(n_pairs):
+      for s in range(2):
+        tokens[i, s, :last[i, s] + 1] = rng.integers(0, 8, last[i, s] + 1)
+    correct = rng.integers(0, 4, (n_pairs, 2)).astype(np.int32)
+    groups.append({"tokens": tokens, "last": last, "correct": correct, "alt": correct + 4})
+  return cfg, graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(buffers), groups
+
+
+def test_needed_length_rounds_up_to_the_bucket_and_stops_at_the_cap():
+  assert prune.needed_length(np.array([[0, 9]]), 40) == 16
+  assert prune.needed_length(np.array([[15]]), 40) == 16
+  assert prune.needed_length(np.array([[16]]), 40) == 32
+  assert prune.needed_length(np.array([[39]]), 40) == 40
+
+
+def test_members_split_over_calls_learn_the_same_masks():
+  cfg, graphdef, params, buffers, groups = random_model_and_tasks(lengths=(10, 40))
+  layout = prune.NodeLayout.for_model(cfg)
+  values = jnp.zeros(layout.n_nodes)
+  data = {k: np.stack([g[k] for g in groups]) for k in groups[0]}
+  pcfg = dataclasses.replace(PRUNE, steps=10, chunk_steps=5, candidates=2)
+  pop = prune.make_population(pcfg, len(groups), [1, 2])
+  run = lambda c, log=None: prune.learn_masks(graphdef, params, buffers, layout, values, data,
+                                              pop, c, [].append if log is None else log.append)
+  together = run(pcfg)
+  log_one, log_budget = [], []
+  one_each = run(dataclasses.replace(pcfg, members_per_call=1), log_one)
+  by_budget = run(dataclasses.replace(pcfg, memory_budget_gib=1e-6), log_budget)
+  assert "4 members in 4 vmapped calls of up to 1 (members_per_call)" in log_one[0]
+  assert "4 members in 4 vmapped calls of up to 1" in log_budget[0]
+  assert "MiB per member (XLA estimate)" in log_budget[0]
+  np.testing.assert_allclose(one_each, together, atol=1e-5)
+  np.testing.assert_allclose(by_budget, together, atol=1e-5)
+  log_length = []
+  by_length = run(dataclasses.replace(pcfg, group_by_length=True), log_length)
+  assert "4 members in 2 vmapped calls of up to 4" in log_length[0]
+  np.testing.assert_allclose(by_length, together, atol=1e-5)
+  assert np.abs(together - prune.init_tau(pop, layout.n_nodes)).max() > 1e-3  # they learned
+
+
+def test_evaluation_queue_cuts_tokens_without_changing_losses():
+  from sparsejax.prune_run import _Queue
+  cfg, graphdef, params, buffers, groups = random_model_and_tasks()
+  layout = prune.NodeLayout.for_model(cfg)
+  values = jnp.asarray(np.random.default_rng(1).normal(size=layout.n_nodes), jnp.float32)
+  evaluator = prune.make_evaluator(graphdef, layout)
+  masks = np.random.default_rng(2).random((len(groups), layout.n_nodes)) < 0.7
+  q = _Queue(lambda m, a: evaluator(params, buffers, values, m, a), chunk=2)
+  tickets = [q.add(m, g) for m, g in zip(masks, groups)]
+  got = q.run()
+  full = evaluator(params, buffers, values, jnp.asarray(masks, jnp.float32),
+                   {k: jnp.asarray(np.stack([g[k] for g in groups])) for k in groups[0]})
+  np.testing.assert_allclose([got[t] for t in tickets], np.asarray(full), rtol=1e-5, atol=1e-6)
