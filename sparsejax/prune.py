@@ -15,8 +15,9 @@ The method of Gao et al. 2025 (§2.2, App. A.5; paper-notes §3), with its unkno
   hyperparameter candidate) has its own τ, Adam moments, hyperparameters and task data; the frozen
   model is shared. ``jax.vmap`` over members, ``lax.scan`` over steps. This replaces the paper's
   sequential CARBS runs with a random population around the paper's search centres.
-* **Discretize**: nodes ranked by τ; bisection over k finds the smallest top-k mask whose held-out
-  task loss is at or below the target (loss is assumed monotone enough in k for bisection).
+* **Discretize**: nodes ranked by τ; a geometric grid of sizes, then bisection below the smallest
+  grid size that passes, finds the smallest top-k mask whose held-out task loss is at or below the
+  target (loss is assumed monotone in k between grid points).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class PruneConfig:
   # FLOPs; on a GPU fewer, wider calls usually win.
   group_by_length: bool = False
   bisect_rtol: float = 0.0  # stop bisecting once the size is known to within this fraction
+  # Before bisecting, try this many circuit sizes spaced geometrically from 1 to all nodes and
+  # bisect below the smallest that reaches the target (0: bisect over [0, all nodes]). Loss is not
+  # monotone in k: plain bisection can settle on a large circuit when a midpoint fails.
+  bisect_grid: int = 8
 
   def __post_init__(self):
     for name in ("steps", "batch_pairs", "candidates", "train_pairs", "val_pairs", "test_pairs",
@@ -89,6 +94,8 @@ class PruneConfig:
       raise ValueError(f"target_loss: must be > 0, got {self.target_loss}")
     if self.random_circuits < 0:
       raise ValueError("random_circuits: must be >= 0")
+    if self.bisect_grid < 0:
+      raise ValueError(f"bisect_grid: must be >= 0, got {self.bisect_grid}")
     if self.members_per_call < 0 or self.memory_budget_gib < 0:
       raise ValueError("members_per_call and memory_budget_gib: must be >= 0 (0 = automatic)")
 
@@ -414,26 +421,37 @@ def make_evaluator(graphdef, layout: NodeLayout):
 
 
 def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int,
-             rtol: float = 0.0) -> tuple:
-  """Smallest k per member with held-out loss <= target (by bisection), and its loss.
+             rtol: float = 0.0, grid: int = 0) -> tuple:
+  """Smallest k per member with held-out loss <= target, and its loss.
 
-  Members whose full mask (k = n_nodes) misses the target get k = -1. With ``rtol`` > 0 the search
-  stops once hi - lo <= rtol * hi (the returned k reaches the target and is within that fraction of
-  the smallest one the bisection would find).
+  With ``grid`` > 0, sizes spaced geometrically from 1 to ``n_nodes`` are tried first, and the
+  bisection runs between the largest one below the smallest passing size and that size; otherwise
+  over [0, n_nodes]. Members whose full mask (k = n_nodes) misses the target get k = -1. With
+  ``rtol`` > 0 the search stops once hi - lo <= rtol * hi (the returned k reaches the target and is
+  within that fraction of the smallest one the bisection would find). ``evaluate`` maps (M, N)
+  masks to (M,) losses.
   """
   M = tau_MN.shape[0]
   tau = jnp.asarray(tau_MN)
-  full = np.asarray(evaluate(topk_masks(tau, jnp.full(M, n_nodes))))
-  lo, hi = np.zeros(M, np.int64), np.full(M, n_nodes)
+  loss_at = lambda k_M: np.asarray(evaluate(topk_masks(tau, jnp.asarray(k_M))))
+  full = loss_at(np.full(M, n_nodes))
+  hi = np.full(M, n_nodes)
+  lo = np.where(full <= target, 0, n_nodes)  # a member whose full mask fails is not searched
+  if grid:
+    found = full > target
+    for k_ in np.unique(np.round(np.geomspace(1, n_nodes, grid + 1)).astype(np.int64))[:-1]:
+      ok = ~found & (loss_at(np.full(M, k_)) <= target)
+      hi = np.where(ok, k_, hi)
+      found |= ok
+      lo = np.where(found, lo, k_ + 1)
+      if found.all():
+        break
   for _ in range(int(math.ceil(math.log2(n_nodes + 1))) + 1):
-    mid = (lo + hi) // 2
-    loss = np.asarray(evaluate(topk_masks(tau, jnp.asarray(mid))))
-    ok = loss <= target
-    hi = np.where(ok, mid, hi)
-    lo = np.where(ok, lo, mid + 1)
     if (hi - lo <= np.floor(rtol * hi)).all():
       break
+    mid = (lo + hi) // 2
+    ok = loss_at(mid) <= target
+    hi = np.where(ok, mid, hi)
+    lo = np.where(ok, lo, mid + 1)
   k = np.where(full <= target, hi, -1)
-  final = np.asarray(evaluate(topk_masks(tau, jnp.asarray(np.maximum(k, 0)))))
-  return k, final
-
+  return k, loss_at(np.maximum(k, 0))

@@ -250,7 +250,8 @@ class Pruner:
     k = np.full(len(pop), -1)
     val_loss = np.full(len(pop), np.inf)
     k[real], val_loss[real] = prune.bisect_k(evaluate, tau[real], cfg.target_loss,
-                                             layout.n_nodes, cfg.bisect_rtol)
+                                             layout.n_nodes, cfg.bisect_rtol,
+                                             cfg.bisect_grid)
     self.progress(f"prune: circuit sizes bisected on held-out pairs ({time.time() - t0:.1f}s)")
     circuits = self._circuits(solvable, splits, groups, group_data, pop, tau, k, val_loss, full)
     for name, c in circuits.items():

@@ -267,3 +267,25 @@ def test_evaluation_queue_cuts_tokens_without_changing_losses():
   full = evaluator(params, buffers, values, jnp.asarray(masks, jnp.float32),
                    {k: jnp.asarray(np.stack([g[k] for g in groups])) for k in groups[0]})
   np.testing.assert_allclose([got[t] for t in tickets], np.asarray(full), rtol=1e-5, atol=1e-6)
+
+
+def test_grid_before_bisection_finds_the_small_circuit_a_loss_bump_hides():
+  n = 1000
+  tau = np.linspace(1.0, -1.0, n, dtype=np.float32)[None].repeat(3, 0)  # top-k = the first k
+  calls = []
+
+  def evaluate(masks):  # passes from k = 30 on, except for a bump at 300..700; member 2 never
+    k = np.asarray(masks).sum(axis=1)
+    calls.append(k)
+    loss = np.where((k >= 30) & ((k < 300) | (k > 700)), 0.1, 0.3)
+    return np.where(np.arange(3) == 2, 0.5, loss)
+
+  k_plain, _ = prune.bisect_k(evaluate, tau, 0.15, n)
+  k_grid, loss = prune.bisect_k(evaluate, tau, 0.15, n, grid=8)
+  np.testing.assert_array_equal(k_plain, [701, 701, -1])
+  np.testing.assert_array_equal(k_grid, [30, 30, -1])
+  np.testing.assert_allclose(loss, [0.1, 0.1, 0.5])
+  calls.clear()
+  k_rtol, _ = prune.bisect_k(evaluate, tau, 0.15, n, rtol=0.2, grid=8)
+  assert (k_rtol[:2] >= 30).all() and (k_rtol[:2] - 30 <= 0.2 * k_rtol[:2]).all()
+  assert len(calls) < 12
