@@ -428,30 +428,41 @@ def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int
   bisection runs between the largest one below the smallest passing size and that size; otherwise
   over [0, n_nodes]. Members whose full mask (k = n_nodes) misses the target get k = -1. With
   ``rtol`` > 0 the search stops once hi - lo <= rtol * hi (the returned k reaches the target and is
-  within that fraction of the smallest one the bisection would find). ``evaluate`` maps (M, N)
-  masks to (M,) losses.
+  within that fraction of the smallest one the bisection would find). ``evaluate(masks, members)``
+  maps masks (S, N) of the members with indices ``members`` (S,) to their losses (S,); each round
+  evaluates only the members still searching.
   """
   M = tau_MN.shape[0]
-  tau = jnp.asarray(tau_MN)
-  loss_at = lambda k_M: np.asarray(evaluate(topk_masks(tau, jnp.asarray(k_M))))
-  full = loss_at(np.full(M, n_nodes))
+  tau = np.asarray(tau_MN)
+
+  def passes(k_M, members):
+    ok = np.zeros(M, bool)
+    if len(members):
+      masks = topk_masks(jnp.asarray(tau[members]), jnp.asarray(k_M[members]))
+      ok[members] = np.asarray(evaluate(masks, members)) <= target
+    return ok
+
+  everyone = np.arange(M)
   hi = np.full(M, n_nodes)
-  lo = np.where(full <= target, 0, n_nodes)  # a member whose full mask fails is not searched
+  reaches = passes(hi, everyone)
+  lo = np.where(reaches, 0, n_nodes)  # a member whose full mask fails is not searched
   if grid:
-    found = full > target
+    found = ~reaches
     for k_ in np.unique(np.round(np.geomspace(1, n_nodes, grid + 1)).astype(np.int64))[:-1]:
-      ok = ~found & (loss_at(np.full(M, k_)) <= target)
+      ok = passes(np.full(M, k_), np.nonzero(~found)[0])
       hi = np.where(ok, k_, hi)
       found |= ok
       lo = np.where(found, lo, k_ + 1)
       if found.all():
         break
   for _ in range(int(math.ceil(math.log2(n_nodes + 1))) + 1):
-    if (hi - lo <= np.floor(rtol * hi)).all():
+    searching = hi - lo > np.floor(rtol * hi)
+    if not searching.any():
       break
     mid = (lo + hi) // 2
-    ok = loss_at(mid) <= target
+    ok = passes(mid, np.nonzero(searching)[0])
     hi = np.where(ok, mid, hi)
-    lo = np.where(ok, lo, mid + 1)
-  k = np.where(full <= target, hi, -1)
-  return k, loss_at(np.maximum(k, 0))
+    lo = np.where(searching & ~ok, mid + 1, lo)
+  k = np.where(reaches, hi, -1)
+  final = topk_masks(jnp.asarray(tau), jnp.asarray(np.maximum(k, 0)))
+  return k, np.asarray(evaluate(final, everyone))

@@ -241,10 +241,10 @@ class Pruner:
     real = np.nonzero(pop.group < len(solvable))[0]
     val_rows = [{k_: v[g] for k_, v in val.items()} for g in pop.group[real]]
 
-    def evaluate(masks):
+    def evaluate(masks, members):
       q = self.loss_queue()
-      for m, rows in zip(np.asarray(masks), val_rows):
-        q.add(m, rows)
+      for m, i in zip(np.asarray(masks), members):
+        q.add(m, val_rows[i])
       return np.asarray(q.run())
 
     k = np.full(len(pop), -1)

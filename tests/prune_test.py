@@ -70,7 +70,9 @@ def run_search(graphdef, params, buffers, groups: list[dict], seeds: list[int]):
   tau = prune.learn_masks(graphdef, params, buffers, layout, values, data, pop, PRUNE)
   evaluator = prune.make_evaluator(graphdef, layout)
   data_m = {k: jnp.asarray(v[pop.group]) for k, v in data.items()}
-  k, loss = prune.bisect_k(lambda m: evaluator(params, buffers, values, m, data_m), tau,
+  evaluate = lambda m, idx: evaluator(params, buffers, values, m,
+                                     {k_: v[np.asarray(idx)] for k_, v in data_m.items()})
+  k, loss = prune.bisect_k(evaluate, tau,
                            PRUNE.target_loss, layout.n_nodes)
   return layout, pop, tau, k, loss
 
@@ -274,11 +276,11 @@ def test_grid_before_bisection_finds_the_small_circuit_a_loss_bump_hides():
   tau = np.linspace(1.0, -1.0, n, dtype=np.float32)[None].repeat(3, 0)  # top-k = the first k
   calls = []
 
-  def evaluate(masks):  # passes from k = 30 on, except for a bump at 300..700; member 2 never
+  def evaluate(masks, members):  # passes from k = 30 on, except at 300..700; member 2 never
     k = np.asarray(masks).sum(axis=1)
-    calls.append(k)
+    calls.append(len(members))
     loss = np.where((k >= 30) & ((k < 300) | (k > 700)), 0.1, 0.3)
-    return np.where(np.arange(3) == 2, 0.5, loss)
+    return np.where(np.asarray(members) == 2, 0.5, loss)
 
   k_plain, _ = prune.bisect_k(evaluate, tau, 0.15, n)
   k_grid, loss = prune.bisect_k(evaluate, tau, 0.15, n, grid=8)
@@ -289,3 +291,4 @@ def test_grid_before_bisection_finds_the_small_circuit_a_loss_bump_hides():
   k_rtol, _ = prune.bisect_k(evaluate, tau, 0.15, n, rtol=0.2, grid=8)
   assert (k_rtol[:2] >= 30).all() and (k_rtol[:2] - 30 <= 0.2 * k_rtol[:2]).all()
   assert len(calls) < 12
+  assert calls[0] == 3 and max(calls[1:-1]) == 2 and calls[-1] == 3  # member 2 is not searched
