@@ -433,12 +433,12 @@ def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int
   evaluates only the members still searching.
   """
   M = tau_MN.shape[0]
-  tau = np.asarray(tau_MN)
+  tau = jnp.asarray(tau_MN)
 
   def passes(k_M, members):
     ok = np.zeros(M, bool)
-    if len(members):
-      masks = topk_masks(jnp.asarray(tau[members]), jnp.asarray(k_M[members]))
+    if len(members):  # masks of every member (one shape, one compile), evaluated for some
+      masks = np.asarray(topk_masks(tau, jnp.asarray(k_M)))[members]
       ok[members] = np.asarray(evaluate(masks, members)) <= target
     return ok
 
@@ -464,5 +464,5 @@ def bisect_k(evaluate: Callable, tau_MN: np.ndarray, target: float, n_nodes: int
     hi = np.where(ok, mid, hi)
     lo = np.where(searching & ~ok, mid + 1, lo)
   k = np.where(reaches, hi, -1)
-  final = topk_masks(jnp.asarray(tau), jnp.asarray(np.maximum(k, 0)))
+  final = topk_masks(tau, jnp.asarray(np.maximum(k, 0)))
   return k, np.asarray(evaluate(final, everyone))
