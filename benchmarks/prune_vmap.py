@@ -87,9 +87,8 @@ def main(argv):
     length = max(need[g] for g in group_ids)
     d = prune.trim_tokens({k: jnp.asarray(v[np.asarray(group_ids)]) for k, v in data.items()},
                           length)
-    tau = jnp.asarray(prune.init_tau(pop, layout.n_nodes))
-    state = (tau, jnp.zeros_like(tau), jnp.zeros_like(tau))
-    return (state, params, buffers, values, d, pop.arrays(), jnp.int32(0))
+    return (prune.init_state(pop, layout.n_nodes), params, buffers, values, d, pop.arrays(),
+            jnp.int32(0))
 
   def timed(compiled, args):
     jax.block_until_ready(compiled(*args))  # warm

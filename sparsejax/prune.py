@@ -68,7 +68,7 @@ class PruneConfig:
   control: bool = True  # also prune a shuffled-label copy of each task (control)
   chunk_steps: int = 25  # steps per compiled scan chunk (progress is reported between chunks)
   # Members trained in one vmapped call; 0 plans it from the memory budget (all members when they
-  # fit). Members are grouped by sequence length, so a call also pads less.
+  # fit). Members are sorted by sequence length, so a call also pads less.
   members_per_call: int = 0
   # 0: 75% of the accelerator's memory; on a CPU (no limit reported) nothing is planned unless
   # this or members_per_call is set.
@@ -310,7 +310,8 @@ def init_tau(pop: Population, n_nodes: int) -> np.ndarray:
   return out
 
 
-def _state(pop: Population, n_nodes: int):
+def init_state(pop: Population, n_nodes: int):
+  """The trainer's starting state: (τ, Adam first moment, Adam second moment)."""
   tau = jnp.asarray(init_tau(pop, n_nodes))
   return tau, jnp.zeros_like(tau), jnp.zeros_like(tau)
 
@@ -374,7 +375,7 @@ def learn_masks(graphdef, params, buffers, layout: NodeLayout, values, data: dic
   if len(pop) > 1:
     sub, d = call_inputs(order[-1:])  # the longest member: the largest per-member footprint
     per_call, why = plan_members_per_call(
-        trainer(chunk), (_state(sub, layout.n_nodes), params, buffers, values, d, sub.arrays(),
+        trainer(chunk), (init_state(sub, layout.n_nodes), params, buffers, values, d, sub.arrays(),
                          jnp.int32(0)), len(pop), cfg)
   split = lambda ids: [ids[i:i + per_call] for i in range(0, len(ids), per_call)]
   if cfg.group_by_length:
@@ -387,7 +388,7 @@ def learn_masks(graphdef, params, buffers, layout: NodeLayout, values, data: dic
   tau_out = np.empty((len(pop), layout.n_nodes), np.float32)
   for c, members in enumerate(calls):
     sub, d = call_inputs(members)
-    state, hp = _state(sub, layout.n_nodes), sub.arrays()
+    state, hp = init_state(sub, layout.n_nodes), sub.arrays()
     where = f" | call {c + 1}/{len(calls)}, {len(members)} members" if len(calls) > 1 else ""
     done = 0
     while done < cfg.steps:
