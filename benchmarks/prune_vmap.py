@@ -23,8 +23,12 @@ import numpy as np
 from absl import app, flags
 
 from common import device_line
-from sparsejax import corpus, prune, tasks as tasks_lib, tokenizer as tok_lib, train_step
-from sparsejax.config import GPTConfig
+from sparsejax.data import corpus
+from sparsejax.circuits import prune
+from sparsejax.tasks import generators as tasks_lib
+from sparsejax.data import tokenizer as tok_lib
+from sparsejax.train import step as train_step
+from sparsejax.model.config import GPTConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (default: a fresh tiny model).")
 _N = flags.DEFINE_integer("tasks", 20, "Number of tasks N.")
@@ -39,7 +43,7 @@ TINY = dict(block_size=128, vocab_size=2048, n_layer=3, n_head=8, d_head=16, d_m
 
 def load_model():
   if _WORKDIR.value:
-    from sparsejax.runs import load_run
+    from sparsejax.train.runs import load_run
     run = load_run(_WORKDIR.value)
     return run.config.model, run.graphdef, run.params, run.buffers, run.tokenizer
   cfg = GPTConfig(**TINY)

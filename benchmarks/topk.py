@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from common import device_line, median_time
-from sparsejax.topk import weight_topk_mask
+from sparsejax.sparse.topk import weight_topk_mask
 
 _SIZES = flags.DEFINE_list("sizes", ["1048576", "4194304", "16777216"], "Matrix sizes (elements).")
 _DENSITY = flags.DEFINE_float("density", 0.01, "Fraction of entries kept.")

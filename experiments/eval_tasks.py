@@ -26,8 +26,9 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main():
-  from sparsejax import task_eval, tasks
-  from sparsejax.runs import load_run
+  from sparsejax.tasks import evaluation as task_eval
+  from sparsejax.tasks import generators as tasks
+  from sparsejax.train.runs import load_run
   names = tasks.resolve_names(_TASKS.value)
   run = load_run(_WORKDIR.value)
   batches = task_eval.task_batches(names, run.tokenizer, n_pairs=_PAIRS.value, split=_SPLIT.value,

@@ -30,8 +30,11 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main():
-  from sparsejax import prune, prune_run, run_config, tasks
-  from sparsejax.runs import load_run
+  from sparsejax.circuits import prune
+  from sparsejax.circuits import prune_run
+  from sparsejax.train import run_config
+  from sparsejax.tasks import generators as tasks
+  from sparsejax.train.runs import load_run
   values = _CONFIG.value.to_dict()
   if _TARGET.value is not None:
     values["target_loss"] = _TARGET.value

@@ -28,8 +28,13 @@ _PAIRS = flags.DEFINE_integer("eval_pairs", 200, "Test pairs per task for the ta
 
 
 def main():
-  from sparsejax import pipeline, prune, prune_run, run_config, tasks, trainer
-  from sparsejax.runs import load_run
+  from sparsejax import pipeline
+  from sparsejax.circuits import prune
+  from sparsejax.circuits import prune_run
+  from sparsejax.train import run_config
+  from sparsejax.tasks import generators as tasks
+  from sparsejax.train import loop as trainer
+  from sparsejax.train.runs import load_run
   progress = lambda line: print(line, flush=True)
   start = time.time()
   stage = lambda name: progress(f"== {name} ({time.time() - start:.0f}s elapsed)")

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sparsejax import cli, distributed  # noqa: E402
+from sparsejax import cli  # noqa: E402
+from sparsejax.train import distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.py with get_config).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
@@ -28,8 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main():
   distributed.maybe_initialize_distributed(force=_MULTIHOST.value)
-  from sparsejax.run_config import RunConfig
-  from sparsejax.trainer import train
+  from sparsejax.train.run_config import RunConfig
+  from sparsejax.train.loop import train
   cfg = RunConfig.from_dict(_CONFIG.value.to_dict())
   train(cfg, _WORKDIR.value, progress=lambda line: print(line, flush=True),
         allow_config_change=_ALLOW_CHANGE.value)

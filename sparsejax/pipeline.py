@@ -12,11 +12,15 @@ import os
 import time
 from typing import Callable
 
-from sparsejax import prune, prune_run, task_eval, tasks as tasks_lib, viewer
-from sparsejax.circuit_analysis import node_details
-from sparsejax.circuits import Circuit
-from sparsejax.metrics import read_metrics
-from sparsejax.runs import load_run
+from sparsejax.circuits import prune
+from sparsejax.circuits import prune_run
+from sparsejax.tasks import evaluation as task_eval
+from sparsejax.tasks import generators as tasks_lib
+from sparsejax.circuits import viewer
+from sparsejax.circuits.analysis import node_details
+from sparsejax.circuits.graph import Circuit
+from sparsejax.train.metrics import read_metrics
+from sparsejax.train.runs import load_run
 
 
 def evaluate_tasks(workdir: str, names, *, pairs: int = 200, target_loss: float = 0.15,

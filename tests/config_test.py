@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from sparsejax.config import ConfigError, GPTConfig, load_beeg_config, save_beeg_config
+from sparsejax.model.config import ConfigError, GPTConfig, load_beeg_config, save_beeg_config
 from conftest import tiny_config
 
 # A config in the format of the released csp_sweep1 `beeg_config.json` files (fields as documented

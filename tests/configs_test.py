@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsejax.run_config import RunConfig
+from sparsejax.train.run_config import RunConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 

@@ -5,7 +5,7 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from sparsejax.config import GPTConfig  # noqa: E402
+from sparsejax.model.config import GPTConfig  # noqa: E402
 
 ALL_LOCTYPES = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 
@@ -27,8 +27,8 @@ def tiny_cfg():
 def train_tiny_bpe_run(workdir, steps: int = 4) -> None:
   """Trains a 1-layer model with the default (BPE) tokenizer for a few steps into ``workdir``:
   enough for the binaries and pipelines that read a run (not enough to solve tasks)."""
-  from sparsejax.run_config import RunConfig
-  from sparsejax.trainer import train
+  from sparsejax.train.run_config import RunConfig
+  from sparsejax.train.loop import train
   cfg = RunConfig.from_dict({
       "model": dict(block_size=96, vocab_size=2048, n_layer=1, n_head=2, d_head=8, d_model=16,
                     d_mlp=32, rms_norm=True, tied_unembed=False, enable_bigram_table=True,

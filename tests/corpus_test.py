@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from sparsejax import corpus
+from sparsejax.data import corpus
 
 DOCS = corpus.generate_documents(seed=0, n=400)
 

@@ -4,8 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from sparsejax import data, sources
-from sparsejax.run_config import DataConfig
+from sparsejax.data import dataset as data
+from sparsejax.data import sources
+from sparsejax.train.run_config import DataConfig
 
 
 def small_data(**kw) -> DataConfig:

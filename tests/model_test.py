@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsejax import sites
-from sparsejax.model import GPT, param_count
+from sparsejax.model import sites
+from sparsejax.model.gpt import GPT, param_count
 from conftest import ALL_LOCTYPES, tiny_config
 
 VARIANTS = {
@@ -136,7 +136,7 @@ def test_tied_unembedding_uses_wte():
 
 
 def test_sinusoidal_positions_are_log_spaced():
-  from sparsejax.model import sinusoidal_positions
+  from sparsejax.model.gpt import sinusoidal_positions
   enc = np.asarray(sinusoidal_positions(64, 8))
   # First channel has period 4, the 4th (last sine) period 64.
   np.testing.assert_allclose(enc[:, 0], np.sin(2 * np.pi * np.arange(64) / 4), atol=1e-5)

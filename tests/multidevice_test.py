@@ -14,9 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent('''
     import json
     import jax, jax.numpy as jnp, numpy as np
-    from sparsejax import distributed, optim, sparsity as sp, train_step as ts
-    from sparsejax.config import GPTConfig
-    from sparsejax.data import BatchSampler
+    from sparsejax.train import distributed
+    from sparsejax.sparse import optim
+    from sparsejax.sparse import sparsity as sp
+    from sparsejax.train import step as ts
+    from sparsejax.model.config import GPTConfig
+    from sparsejax.data.dataset import BatchSampler
 
     assert jax.device_count() == 8, jax.devices()
     cfg = GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=4, d_head=8, d_model=32,

@@ -4,8 +4,9 @@ import numpy as np
 import optax
 import pytest
 
-from sparsejax import optim, sparsity as sp
-from sparsejax.train_step import init_model
+from sparsejax.sparse import optim
+from sparsejax.sparse import sparsity as sp
+from sparsejax.train.step import init_model
 from conftest import tiny_config
 
 TOTAL = 10

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsejax import prune
-from sparsejax.circuits import Circuit, _json_default, find_edges, geometric_mean_edges
-from sparsejax.config import GPTConfig
-from sparsejax.model import GPT
-from sparsejax.prune_run import calibrated_loss, fit_logit_calibration, shuffled_labels
+from sparsejax.circuits import prune
+from sparsejax.circuits.graph import Circuit, _json_default, find_edges, geometric_mean_edges
+from sparsejax.model.config import GPTConfig
+from sparsejax.model.gpt import GPT
+from sparsejax.circuits.prune_run import calibrated_loss, fit_logit_calibration, shuffled_labels
 
 CFG = GPTConfig(block_size=8, vocab_size=8, n_layer=1, n_head=1, d_head=4, d_model=8, d_mlp=8,
                 rms_norm=True, tied_unembed=False, enable_bigram_table=False, bias=False,
@@ -257,7 +257,7 @@ def test_members_split_over_calls_learn_the_same_masks():
 
 
 def test_evaluation_queue_cuts_tokens_without_changing_losses():
-  from sparsejax.prune_run import _Queue
+  from sparsejax.circuits.prune_run import _Queue
   cfg, graphdef, params, buffers, groups = random_model_and_tasks()
   layout = prune.NodeLayout.for_model(cfg)
   values = jnp.asarray(np.random.default_rng(1).normal(size=layout.n_nodes), jnp.float32)

@@ -12,8 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from sparsejax import checkpoint, optim, train_step
-from sparsejax.run_config import RunConfig
+from sparsejax.train import checkpoint
+from sparsejax.sparse import optim
+from sparsejax.train import step as train_step
+from sparsejax.train.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +174,7 @@ def test_missing_corpus_directory_fails_before_writing(tmp_path):
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_non_finite_loss(tmp_path, skip):
-  from sparsejax.trainer import TrainingError, train
+  from sparsejax.train.loop import TrainingError, train
   cfg = RunConfig.from_dict({
       "model": dict(block_size=32, vocab_size=257, n_layer=1, n_head=2, d_head=8, d_model=16,
                     d_mlp=32, rms_norm=True, tied_unembed=False, grad_checkpointing=False),
@@ -192,5 +194,5 @@ def test_non_finite_loss(tmp_path, skip):
   else:
     last = train(cfg, str(work), progress=lambda _: None)
     assert last["skipped"] in (0.0, 1.0)
-    from sparsejax.metrics import read_metrics
+    from sparsejax.train.metrics import read_metrics
     assert sum(r.get("skipped", 0) for r in read_metrics(str(work))) >= 1

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from sparsejax import schedules
-from sparsejax.optim import OptimConfig, learning_rate_schedule
-from sparsejax.sparsity import SparsityConfig
+from sparsejax.sparse import schedules
+from sparsejax.sparse.optim import OptimConfig, learning_rate_schedule
+from sparsejax.sparse.sparsity import SparsityConfig
 
 T = 1000
 

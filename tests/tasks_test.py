@@ -3,9 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax import tasks, tokenizer as tok_lib
-from sparsejax.data import make_tokenizer, source_weights
-from sparsejax.run_config import DataConfig
+from sparsejax.tasks import generators as tasks
+from sparsejax.data import tokenizer as tok_lib
+from sparsejax.data.dataset import make_tokenizer, source_weights
+from sparsejax.train.run_config import DataConfig
 
 
 def differing_middle(a: str, b: str) -> tuple[str, str]:

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from sparsejax import corpus
-from sparsejax import tokenizer as tok_lib
+from sparsejax.data import corpus
+from sparsejax.data import tokenizer as tok_lib
 
 TEXTS = [
     "def f(x, y=None):\n    return x\n",

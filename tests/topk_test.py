@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax import topk
+from sparsejax.sparse import topk
 
 
 def oracle_mask(x, k, axes=None):

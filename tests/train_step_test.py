@@ -3,7 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax import optim, sparsity as sp, train_step as ts
+from sparsejax.sparse import optim
+from sparsejax.sparse import sparsity as sp
+from sparsejax.train import step as ts
 from conftest import ALL_LOCTYPES, tiny_config
 
 STEPS = 40

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from sparsejax.metrics import read_metrics
-from sparsejax.run_config import RunConfig
-from sparsejax.trainer import train
-from sparsejax.config import ConfigError
+from sparsejax.train.metrics import read_metrics
+from sparsejax.train.run_config import RunConfig
+from sparsejax.train.loop import train
+from sparsejax.model.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsejax import viewer
+from sparsejax.circuits import viewer
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = '<script>window.__xss=1</script>'
@@ -116,10 +116,10 @@ def test_pages_in_headless_chromium(tmp_path):
 
 def test_build_viewer_on_a_trained_run(tmp_path):
   """The real path: node details from a trained model, for a circuit file written by hand."""
-  from sparsejax import prune
-  from sparsejax.circuits import Circuit, find_edges
+  from sparsejax.circuits import prune
+  from sparsejax.circuits.graph import Circuit, find_edges
   from sparsejax.pipeline import build_viewer
-  from sparsejax.runs import load_run
+  from sparsejax.train.runs import load_run
   from conftest import train_tiny_bpe_run
   work = tmp_path / "run"
   train_tiny_bpe_run(work, steps=3)

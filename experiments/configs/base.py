@@ -11,7 +11,7 @@ import typing
 import ml_collections
 from ml_collections import config_dict
 
-from sparsejax.run_config import SECTIONS
+from sparsejax.train.run_config import SECTIONS
 
 
 def _field_value(cls, f):

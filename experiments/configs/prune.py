@@ -7,7 +7,7 @@ import dataclasses
 
 import ml_collections
 
-from sparsejax.prune import PruneConfig
+from sparsejax.circuits.prune import PruneConfig
 
 VARIANTS = {
     "default": {},

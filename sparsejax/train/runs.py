@@ -8,10 +8,13 @@ import os
 
 import jax
 
-from sparsejax import checkpoint, data as data_lib, optim, train_step
-from sparsejax.model import GPT
-from sparsejax.run_config import RunConfig
-from sparsejax.tokenizer import Tokenizer, load_tokenizer
+from sparsejax.train import checkpoint
+from sparsejax.data import dataset as data_lib
+from sparsejax.sparse import optim
+from sparsejax.train import step as train_step
+from sparsejax.model.gpt import GPT
+from sparsejax.train.run_config import RunConfig
+from sparsejax.data.tokenizer import Tokenizer, load_tokenizer
 
 
 class RunError(ValueError):

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import prune, train_step
-from sparsejax.circuits import Circuit
+from sparsejax.circuits import prune
+from sparsejax.train import step as train_step
+from sparsejax.circuits.graph import Circuit
 
 CONTEXT_TOKENS = 14  # tokens of context shown before the scored position
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsejax.config import GPTConfig
+from sparsejax.model.config import GPTConfig
 
 SCHEMA = "sparsejax.circuit/v1"
 _SITE = re.compile(r"^(\d+)\.(attn|mlp)\.(\w+)$")

@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import sites as sites_lib, tasks as tasks_lib, train_step
-from sparsejax.config import GPTConfig
+from sparsejax.model import sites as sites_lib
+from sparsejax.tasks import generators as tasks_lib
+from sparsejax.train import step as train_step
+from sparsejax.model.config import GPTConfig
 
 PRUNE_SITES = ("attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta", "mlp.act_in",
                "mlp.post_act", "mlp.resid_delta")

@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparsejax import data as data_lib, prune, tasks as tasks_lib
-from sparsejax.circuits import Circuit, find_edges, geometric_mean_edges
-from sparsejax.model import rms
-from sparsejax.runs import TrainedRun
+from sparsejax.data import dataset as data_lib
+from sparsejax.circuits import prune
+from sparsejax.tasks import generators as tasks_lib
+from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
+from sparsejax.model.gpt import rms
+from sparsejax.train.runs import TrainedRun
 
 
 def _stable_seed(name: str) -> int:
@@ -163,7 +165,7 @@ class Pruner:
 
     @jax.jit
     def final_rms(params, buffers, values, tokens, last):
-      from sparsejax import train_step
+      from sparsejax.train import step as train_step
       model = train_step.merge(graphdef, params, buffers)
       P, S, T = tokens.shape
       _, cache = model.run_with_cache(tokens.reshape(P * S, T), ["final_resid"],

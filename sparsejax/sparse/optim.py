@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparsejax import schedules
-from sparsejax.sparsity import SparsityConfig, keep_masks, path_names
+from sparsejax.sparse import schedules
+from sparsejax.sparse.sparsity import SparsityConfig, keep_masks, path_names
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -30,7 +30,7 @@ from typing import Iterable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sparsejax.config import GPTConfig
+from sparsejax.model.config import GPTConfig
 
 LAYER_SITES = (
     "resid_in",

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import corpus
+from sparsejax.data import corpus
 
 
 @dataclasses.dataclass(frozen=True)

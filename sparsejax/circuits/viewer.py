@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from sparsejax.prune import PRUNE_SITES
+from sparsejax.circuits.prune import PRUNE_SITES
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from sparsejax import sparsity as sparsity_lib
-from sparsejax.config import GPTConfig
-from sparsejax.model import GPT
-from sparsejax.optim import global_rms
+from sparsejax.sparse import sparsity as sparsity_lib
+from sparsejax.model.config import GPTConfig
+from sparsejax.model.gpt import GPT
+from sparsejax.sparse.optim import global_rms
 
 
 @jax.tree_util.register_dataclass
@@ -68,7 +68,7 @@ def create_train_state(cfg: GPTConfig, tx: optax.GradientTransformation, seed: i
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(seed))))
   if mesh is None:
     return graphdef, jax.jit(init)()
-  from sparsejax import distributed
+  from sparsejax.train import distributed
   shardings = distributed.tree_shardings(jax.eval_shape(init), mesh)
   return graphdef, jax.jit(init, out_shardings=shardings)()
 
@@ -137,7 +137,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
   if mesh is None:
     return jax.jit(step_fn, donate_argnums=donate_argnums)
   from jax.sharding import NamedSharding, PartitionSpec
-  from sparsejax import distributed
+  from sparsejax.train import distributed
   state_shardings = distributed.tree_shardings(state, mesh)
   return jax.jit(step_fn, donate_argnums=donate_argnums,
                  in_shardings=(state_shardings, distributed.batch_sharding(mesh)),

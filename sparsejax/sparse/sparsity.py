@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sparsejax import schedules
-from sparsejax.topk import weight_topk_mask
+from sparsejax.sparse import schedules
+from sparsejax.sparse.topk import weight_topk_mask
 
 HIDDEN, EMBED, BIAS, DENSE = "hidden", "embed", "bias", "dense"
 _LINEARS = ("c_attn", "c_proj", "c_fc")

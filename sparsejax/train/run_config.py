@@ -11,9 +11,9 @@ import dataclasses
 import typing
 from typing import Any, Mapping
 
-from sparsejax.config import ConfigError, GPTConfig
-from sparsejax.optim import OptimConfig
-from sparsejax.sparsity import SparsityConfig
+from sparsejax.model.config import ConfigError, GPTConfig
+from sparsejax.sparse.optim import OptimConfig
+from sparsejax.sparse.sparsity import SparsityConfig
 
 TOKENIZERS = ("bpe", "bytes", "tinypython", "file")
 

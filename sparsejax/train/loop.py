@@ -28,11 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import data as data_lib, distributed, optim, train_step
-from sparsejax.checkpoint import Checkpointer
-from sparsejax.config import ConfigError
-from sparsejax.metrics import MetricWriter
-from sparsejax.run_config import LoopConfig, RunConfig
+from sparsejax.data import dataset as data_lib
+from sparsejax.train import distributed
+from sparsejax.sparse import optim
+from sparsejax.train import step as train_step
+from sparsejax.train.checkpoint import Checkpointer
+from sparsejax.model.config import ConfigError
+from sparsejax.train.metrics import MetricWriter
+from sparsejax.train.run_config import LoopConfig, RunConfig
 
 
 class TrainingError(RuntimeError):

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import tasks as tasks_lib, train_step
+from sparsejax.tasks import generators as tasks_lib
+from sparsejax.train import step as train_step
 
 
 def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, seed: int = 0,

@@ -23,8 +23,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from sparsejax import corpus, sources, tokenizer as tok_lib
-from sparsejax.tokenizer import Tokenizer
+from sparsejax.data import corpus
+from sparsejax.data import sources
+from sparsejax.data import tokenizer as tok_lib
+from sparsejax.data.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sparsejax import sites as sites_lib
-from sparsejax.config import GPTConfig
-from sparsejax.topk import abs_topk
+from sparsejax.model import sites as sites_lib
+from sparsejax.model.config import GPTConfig
+from sparsejax.sparse.topk import abs_topk
 
 INIT_STD = 0.02
 _F32_EPS = float(jnp.finfo(jnp.float32).eps)  # torch RMSNorm(eps=None) on float32 inputs

@@ -1,0 +1,1 @@
+"""The model: ``GPTConfig`` (official fields), the NNX GPT, and its activation sites."""

@@ -1,0 +1,1 @@
+"""The paper's 20 Python tasks: pair generators, tokenized batches and their evaluation."""
