@@ -5,7 +5,6 @@
 Prints a table and writes JSON (default: WORKDIR/task_eval.json).
 """
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ def main():
   from sparsejax.tasks import evaluation as task_eval
   from sparsejax.tasks import generators as tasks
   from sparsejax.train.runs import load_run
+  from sparsejax.utils.files import atomic_write_json
   names = tasks.resolve_names(_TASKS.value)
   run = load_run(_WORKDIR.value)
   batches = task_eval.task_batches(names, run.tokenizer, n_pairs=_PAIRS.value, split=_SPLIT.value,
@@ -37,9 +37,7 @@ def main():
   print(f"run {run.workdir} at step {run.step}, {_SPLIT.value} split")
   print(task_eval.format_table(results, _TARGET.value))
   out = _OUT.value or os.path.join(_WORKDIR.value, "task_eval.json")
-  with open(out + ".tmp", "w") as f:
-    json.dump({"step": run.step, "split": _SPLIT.value, "tasks": results}, f, indent=2)
-  os.replace(out + ".tmp", out)
+  atomic_write_json(out, {"step": run.step, "split": _SPLIT.value, "tasks": results}, indent=2)
   print(f"wrote {out}")
 
 

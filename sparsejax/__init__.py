@@ -5,7 +5,7 @@ A reimplementation of Gao et al. 2025, "Weight-sparse transformers have interpre
 
 __version__ = "0.1.0"
 
-from sparsejax.model.config import ConfigError
+from sparsejax.utils.errors import ConfigError
 from sparsejax.model.config import GPTConfig
 from sparsejax.model.config import load_beeg_config
 from sparsejax.model.config import save_beeg_config
@@ -35,5 +35,5 @@ from sparsejax.train.step import create_train_state
 from sparsejax.train.step import init_model
 from sparsejax.train.step import make_eval_step
 from sparsejax.train.step import make_train_step
-from sparsejax.train.step import merge
+from sparsejax.model.gpt import merge
 from sparsejax.train.step import next_token_loss

@@ -21,6 +21,7 @@ from sparsejax.circuits.analysis import node_details
 from sparsejax.circuits.graph import Circuit
 from sparsejax.train.metrics import read_metrics
 from sparsejax.train.runs import load_run
+from sparsejax.utils.files import atomic_write_json
 
 
 def evaluate_tasks(workdir: str, names, *, pairs: int = 200, target_loss: float = 0.15,
@@ -31,9 +32,7 @@ def evaluate_tasks(workdir: str, names, *, pairs: int = 200, target_loss: float 
   results = task_eval.evaluate(run.graphdef, run.params, run.buffers, batches)
   progress(task_eval.format_table(results, target_loss))
   path = os.path.join(workdir, "task_eval.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump({"step": run.step, "split": "test", "tasks": results}, f, indent=2)
-  os.replace(path + ".tmp", path)
+  atomic_write_json(path, {"step": run.step, "split": "test", "tasks": results}, indent=2)
   return results
 
 

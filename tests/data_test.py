@@ -6,7 +6,7 @@ import pytest
 
 from sparsejax.data import dataset as data
 from sparsejax.data import sources
-from sparsejax.train.run_config import DataConfig
+from sparsejax.data.dataset import DataConfig
 
 
 def small_data(**kw) -> DataConfig:

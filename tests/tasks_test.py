@@ -6,7 +6,7 @@ import pytest
 from sparsejax.tasks import generators as tasks
 from sparsejax.data import tokenizer as tok_lib
 from sparsejax.data.dataset import make_tokenizer, source_weights
-from sparsejax.train.run_config import DataConfig
+from sparsejax.data.dataset import DataConfig
 
 
 def differing_middle(a: str, b: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import pytest
 from sparsejax.train.metrics import read_metrics
 from sparsejax.train.run_config import RunConfig
 from sparsejax.train.loop import train
-from sparsejax.model.config import ConfigError
+from sparsejax.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.circuits import prune
-from sparsejax.train import step as train_step
+from sparsejax.model.gpt import merge
 from sparsejax.circuits.graph import Circuit
 
 CONTEXT_TOKENS = 14  # tokens of context shown before the scored position
@@ -37,7 +37,7 @@ def _functions(graphdef, layout: prune.NodeLayout):
 
   @jax.jit
   def activations(params, buffers, values, mask, tokens, last):
-    model = train_step.merge(graphdef, params, buffers)
+    model = merge(graphdef, params, buffers)
     P, S, T = tokens.shape
     _, cache = model.run_with_cache(tokens.reshape(P * S, T), layout.sites,
                                     interventions=layout.interventions(mask, values))

@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from typing import Any
 
 import numpy as np
 
 from sparsejax.model.config import GPTConfig
+from sparsejax.utils.files import atomic_write
 
 SCHEMA = "sparsejax.circuit/v1"
 _SITE = re.compile(r"^(\d+)\.(attn|mlp)\.(\w+)$")
@@ -70,10 +70,7 @@ class Circuit:
     return c
 
   def save(self, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(self.to_dict(), f, indent=1, default=_json_default)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(self.to_dict(), indent=1, default=_json_default))
 
   @classmethod
   def load(cls, path: str) -> "Circuit":

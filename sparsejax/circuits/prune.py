@@ -32,11 +32,10 @@ import numpy as np
 
 from sparsejax.model import sites as sites_lib
 from sparsejax.tasks import generators as tasks_lib
-from sparsejax.train import step as train_step
+from sparsejax.model.gpt import merge
 from sparsejax.model.config import GPTConfig
+from sparsejax.model.sites import PRUNE_SITES
 
-PRUNE_SITES = ("attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta", "mlp.act_in",
-               "mlp.post_act", "mlp.resid_delta")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,7 +142,7 @@ def node_means(graphdef, params, buffers, layout: NodeLayout, token_batches) -> 
 
   @jax.jit
   def sums(tokens):
-    model = train_step.merge(graphdef, params, buffers)
+    model = merge(graphdef, params, buffers)
     _, cache = model.run_with_cache(tokens, layout.sites)
     return jnp.concatenate([cache[s].astype(jnp.float32).sum(axis=(0, 1)) for s in layout.sites])
 
@@ -181,7 +180,7 @@ def heaviside_ste(tau, temp):
 def circuit_logits(graphdef, params, buffers, layout: NodeLayout, mask, values, tokens_PST,
                    last_PS, final_rms_PS=None):
   """Last-position logits (P, S, V) with nodes off where ``mask`` is 0 (set to ``values``)."""
-  model = train_step.merge(graphdef, params, buffers)
+  model = merge(graphdef, params, buffers)
   P, S, T = tokens_PST.shape
   logits = model(tokens_PST.reshape(P * S, T), interventions=layout.interventions(mask, values),
                  positions_B=last_PS.reshape(P * S),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 import time
 from typing import Callable
@@ -26,8 +25,9 @@ from sparsejax.data import dataset as data_lib
 from sparsejax.circuits import prune
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
-from sparsejax.model.gpt import rms
+from sparsejax.model.gpt import merge, rms
 from sparsejax.train.runs import TrainedRun
+from sparsejax.utils.files import atomic_save_npy, atomic_write_json
 
 
 def _stable_seed(name: str) -> int:
@@ -152,8 +152,7 @@ class Pruner:
     self.progress(f"prune: node means over {sum(b.size for b in batches):,} held-out tokens "
                   f"({time.time() - t0:.1f}s), cached in {path}")
     os.makedirs(cache_dir, exist_ok=True)
-    np.save(path + ".tmp.npy", means)
-    os.replace(path + ".tmp.npy", path)
+    atomic_save_npy(path, means)
     return means
 
   def _with_rms(self, arrays: dict) -> dict:
@@ -165,8 +164,7 @@ class Pruner:
 
     @jax.jit
     def final_rms(params, buffers, values, tokens, last):
-      from sparsejax.train import step as train_step
-      model = train_step.merge(graphdef, params, buffers)
+      model = merge(graphdef, params, buffers)
       P, S, T = tokens.shape
       _, cache = model.run_with_cache(tokens.reshape(P * S, T), ["final_resid"],
                                       interventions=layout.interventions(ones, values))
@@ -396,10 +394,8 @@ def write_outputs(result: PruneResult, out_dir: str) -> None:
   for name, c in result.circuits.items():
     c.save(os.path.join(out_dir, "circuits", f"{name}.json"))
   path = os.path.join(out_dir, "summary.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(result.summary, f, indent=2, default=lambda x: x.item() if hasattr(x, "item") else
-              str(x))
-  os.replace(path + ".tmp", path)
+  atomic_write_json(path, result.summary, indent=2,
+                    default=lambda x: x.item() if hasattr(x, "item") else str(x))
 
 
 def format_summary(result: PruneResult) -> str:

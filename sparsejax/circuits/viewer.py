@@ -14,7 +14,8 @@ import math
 import os
 from typing import Any, Sequence
 
-from sparsejax.circuits.prune import PRUNE_SITES
+from sparsejax.model.sites import PRUNE_SITES
+from sparsejax.utils.files import atomic_write
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;
@@ -271,11 +272,10 @@ def write_site(out_dir: str, summary: dict, circuits: dict, details: dict, descr
   """Writes index.html and one page per circuit; returns the index path."""
   os.makedirs(out_dir, exist_ok=True)
   for name, c in circuits.items():
-    with open(os.path.join(out_dir, task_file(name)), "w", encoding="utf-8") as f:
-      f.write(task_page(c, details.get(name, {"nodes": {}, "contexts": []}),
-                        descriptions.get(name, "")))
+    atomic_write(os.path.join(out_dir, task_file(name)),
+                 task_page(c, details.get(name, {"nodes": {}, "contexts": []}),
+                           descriptions.get(name, "")))
   index = os.path.join(out_dir, "index.html")
-  with open(index, "w", encoding="utf-8") as f:
-    f.write(index_page(summary, descriptions=descriptions, metrics_rows=metrics_rows,
-                       run_info=run_info))
+  atomic_write(index, index_page(summary, descriptions=descriptions, metrics_rows=metrics_rows,
+                                 run_info=run_info))
   return index

@@ -93,7 +93,7 @@ IDIOMS = {
 }
 
 
-class _Gen:
+class Gen:  # public: the task generators build their contexts with it
   """One program's worth of random choices. Every method returns source lines (no newline)."""
 
   def __init__(self, rng: random.Random):
@@ -514,7 +514,7 @@ class _Gen:
 def document(seed: int, index: int) -> str:
   """Program ``index`` of the stream with ``seed`` (independent of every other index)."""
   rng = random.Random(f"sparsejax-corpus/{seed}/{index}")
-  return _Gen(rng).program()
+  return Gen(rng).program()
 
 
 def generate_documents(seed: int, n: int, start: int = 0) -> list[str]:

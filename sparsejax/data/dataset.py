@@ -27,6 +27,7 @@ from sparsejax.data import corpus
 from sparsejax.data import sources
 from sparsejax.data import tokenizer as tok_lib
 from sparsejax.data.tokenizer import Tokenizer
+from sparsejax.utils.files import atomic_write_json, temp_path
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -34,6 +35,47 @@ TOKENIZER_FILE = "tokenizer.json"
 EVAL_DOC_OFFSET = 1 << 30
 # Documents of finite sources go to the held-out split when their content hash says so (1 in 50).
 EVAL_EVERY = 50
+
+
+TOKENIZERS = ("bpe", "bytes", "tinypython", "file")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+  """Where the training tokens come from. Nothing is ever downloaded.
+
+  Sources are mixed by weight: each gets ``weight / sum(weights)`` of the train and held-out
+  tokens (a finite source that runs out gives what it has; the manifest records it).
+  """
+
+  seed: int = 0  # built-in generator seed
+  train_tokens: int = 2_000_000  # tokens in the training split (all sources)
+  eval_tokens: int = 100_000  # tokens in the held-out split
+  builtin_weight: float = 1.0  # the seeded simple-Python generator (sparsejax.corpus)
+  python_weight: float = 0.0  # real .py files from python_dirs
+  python_dirs: str = ""  # comma-separated directories; "" = the interpreter's standard library
+  files_weight: float = 0.0  # user files
+  files: str = ""  # comma-separated .txt / .jsonl / .py / .md files or directories
+  tokenizer: str = "bpe"  # "bpe": train on the corpus; "bytes"; "tinypython": official files in
+  #                         tokenizer_path; "file": a tokenizer.json at tokenizer_path
+  tokenizer_path: str = ""
+  bpe_vocab_size: int = 2048  # BPE vocabulary, <|endoftext|> = bpe_vocab_size - 1
+  tokenizer_train_chars: int = 4_000_000  # characters of corpus text the BPE is trained on
+
+  def __post_init__(self):
+    if self.tokenizer not in TOKENIZERS:
+      raise ValueError(f"tokenizer: must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+    if self.tokenizer in ("tinypython", "file") and not self.tokenizer_path:
+      raise ValueError(f"tokenizer_path: required for tokenizer={self.tokenizer!r}")
+    if self.train_tokens < 1 or self.eval_tokens < 1:
+      raise ValueError("train_tokens: train_tokens and eval_tokens must be >= 1")
+    weights = (self.builtin_weight, self.python_weight, self.files_weight)
+    if min(weights) < 0 or sum(weights) <= 0:
+      raise ValueError("builtin_weight: source weights must be >= 0 with a positive sum")
+    if self.files_weight > 0 and not self.files.strip():
+      raise ValueError("files: files_weight > 0 needs at least one path in data.files")
+    if self.bpe_vocab_size < 258:
+      raise ValueError(f"bpe_vocab_size: must be >= 258, got {self.bpe_vocab_size}")
 
 
 def token_dtype(vocab_size: int):
@@ -49,7 +91,7 @@ def write_tokens(path: str, documents: Iterable[str], tokenizer: Tokenizer, n_to
   """
   dtype = token_dtype(tokenizer.vocab_size)
   written = docs_used = 0
-  tmp = f"{path}.tmp"
+  tmp = temp_path(path)
   with open(tmp, "wb") as f:
     batch: list[str] = []
     it = iter(documents)
@@ -180,10 +222,7 @@ def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dat
       note = "" if n == wanted else f" (source exhausted: {wanted:,} requested)"
       progress(f"data: {split} {name}: {n:,} tokens from {n_docs:,} documents{note}")
     manifest["sources"][name] = entry
-  tmp = manifest_path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-  os.replace(tmp, manifest_path)
+  atomic_write_json(manifest_path, manifest, indent=2, sort_keys=True)
   return load(directory)
 
 

@@ -17,6 +17,8 @@ import json
 import os
 from typing import Iterable, Protocol, Sequence
 
+from sparsejax.utils.files import atomic_write
+
 EOT_TEXT = "<|endoftext|>"
 # The official pre-tokenizer regex (tiktoken ``pat_str`` of tinypython_2k).
 PRETOKENIZE_REGEX = (r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|"
@@ -71,7 +73,7 @@ class ByteTokenizer:
     return hashlib.sha256(b"sparsejax-byte-tokenizer-v1").hexdigest()
 
   def save(self, path: str) -> None:
-    _atomic_write(path, json.dumps({"sparsejax_tokenizer": "bytes"}))
+    atomic_write(path, json.dumps({"sparsejax_tokenizer": "bytes"}))
 
 
 class BPETokenizer:
@@ -102,7 +104,7 @@ class BPETokenizer:
     return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
   def save(self, path: str) -> None:
-    _atomic_write(path, self.to_json())
+    atomic_write(path, self.to_json())
 
 
 def _require_tokenizers():
@@ -173,10 +175,3 @@ def load_tinypython(directory: str) -> BPETokenizer:
   if eot is not None and out.eot_id != eot:
     raise ValueError(f"tinypython tokenizer: {EOT_TEXT} should be id {eot}, got {out.eot_id}")
   return out
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

@@ -13,12 +13,14 @@ kept in ``GPTConfig.extra`` and written back unchanged, so a load → save round
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import typing
 from typing import Any, Mapping
 
 from absl import logging
+
+from sparsejax.utils.checks import check_field_types
+from sparsejax.utils.errors import ConfigError
+from sparsejax.utils.files import atomic_write_json, read_json
 
 # Activation-sparsity (AbsTopK) locations, in forward order. The official code accepts these names in
 # the comma-separated ``afrac_loctypes``.
@@ -50,10 +52,6 @@ KNOWN_EXTRA_KEYS = (
 )
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-  """A configuration value is invalid. The message names the field."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,7 +98,7 @@ class GPTConfig:
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
   def __post_init__(self):
-    _check_types(self)
+    check_field_types(self, "GPTConfig")
     self._validate()
 
   # ---------------------------------------------------------------- derived sizes
@@ -219,11 +217,7 @@ class GPTConfig:
 
 def load_beeg_config(path: str | os.PathLike) -> GPTConfig:
   """Reads an official ``beeg_config.json`` (or one we wrote). Logs unknown keys."""
-  try:
-    with open(path) as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ConfigError(f"{path}: not valid JSON ({e})") from None
+  data = read_json(path, "a beeg_config.json", ConfigError)
   cfg = GPTConfig.from_dict(data)
   if cfg.extra:
     logging.info("%s: keeping keys GPTConfig does not use: %s", path, sorted(cfg.extra))
@@ -234,41 +228,8 @@ def load_beeg_config(path: str | os.PathLike) -> GPTConfig:
 
 def save_beeg_config(cfg: GPTConfig, path: str | os.PathLike) -> None:
   """Writes ``cfg`` in the official JSON format (atomically)."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  atomic_write_json(path, cfg.to_dict(), indent=2, sort_keys=True)
 
 
-# -------------------------------------------------------------------- type checking
 def _fail(field: str, message: str):
   raise ConfigError(f"GPTConfig.{field}: {message}")
-
-
-def _check_types(obj) -> None:
-  """Checks each field against its annotation (int, float, bool, str, Optional[...])."""
-  hints = typing.get_type_hints(type(obj))
-  for f in dataclasses.fields(obj):
-    if f.name == "extra":
-      continue
-    value = getattr(obj, f.name)
-    expected = hints[f.name]
-    allowed = typing.get_args(expected) or (expected,)
-    if value is None and type(None) in allowed:
-      continue
-    ok = False
-    for t in allowed:
-      if t is type(None):
-        continue
-      if t is bool:
-        ok |= isinstance(value, bool)
-      elif t is int:
-        ok |= isinstance(value, int) and not isinstance(value, bool)
-      elif t is float:  # ints are accepted for floats (JSON writes 1.0 as 1 sometimes)
-        ok |= isinstance(value, (int, float)) and not isinstance(value, bool)
-      else:
-        ok |= isinstance(value, t)
-    if not ok:
-      names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-      _fail(f.name, f"expected {names}, got {type(value).__name__} {value!r}")

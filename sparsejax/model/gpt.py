@@ -27,15 +27,11 @@ from flax import nnx
 
 from sparsejax.model import sites as sites_lib
 from sparsejax.model.config import GPTConfig
+from sparsejax.utils.arrays import lead
 from sparsejax.sparse.topk import abs_topk
 
 INIT_STD = 0.02
 _F32_EPS = float(jnp.finfo(jnp.float32).eps)  # torch RMSNorm(eps=None) on float32 inputs
-
-
-def _lead(a, ndim: int):
-  """Adds leading size-1 axes so ``a`` has ``ndim`` dims (explicit broadcasting)."""
-  return a.reshape((1,) * (ndim - a.ndim) + a.shape)
 
 
 class Buffer(nnx.Variable):
@@ -53,7 +49,7 @@ class Linear(nnx.Module):
     """x @ kernel (+ bias), optionally for a slice of the output columns only."""
     y = x @ self.kernel[...][:, cols].astype(x.dtype)
     if self.bias is not None:
-      y = y + _lead(self.bias[...][cols].astype(x.dtype), y.ndim)
+      y = y + lead(self.bias[...][cols].astype(x.dtype), y.ndim)
     return y
 
 
@@ -78,9 +74,9 @@ class Norm(nnx.Module):
     else:
       xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
       y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + 1e-5)
-    y = y * _lead(self.scale[...], y.ndim)
+    y = y * lead(self.scale[...], y.ndim)
     if self.bias is not None:
-      y = y + _lead(self.bias[...], y.ndim)
+      y = y + lead(self.bias[...], y.ndim)
     return y.astype(x.dtype)
 
 
@@ -343,7 +339,7 @@ class GPT(nnx.Module):
     cfg = self.config
     x = jnp.take(self.wte[...], tokens_BT, axis=0)
     if self.wpe is not None and not cfg.cat_pos_emb:
-      x = x + _lead(self.wpe[...][: tokens_BT.shape[-1]], x.ndim)
+      x = x + lead(self.wpe[...][: tokens_BT.shape[-1]], x.ndim)
     return x.astype(self.compute_dtype)
 
   def _can_trim_last_block(self, tape: sites_lib.SiteTape) -> bool:
@@ -382,10 +378,15 @@ class GPT(nnx.Module):
       logits = h @ self.wte[...].astype(h.dtype).T
     else:
       logits = self.lm_head(h)
-    logits = logits.astype(jnp.float32) + _lead(self.final_logits_bias[...], logits.ndim)
+    logits = logits.astype(jnp.float32) + lead(self.final_logits_bias[...], logits.ndim)
     if self.bigram_table is not None:
       logits = logits + jnp.take(self.bigram_table[...], tokens_BT, axis=0)
     return logits
+
+
+def merge(graphdef, params, buffers) -> GPT:
+  """The model back from its parts (``nnx.split`` state as pure dicts; inside or outside jit)."""
+  return nnx.merge(graphdef, params, buffers)
 
 
 def param_count(model: GPT) -> int:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax.model.config import GPTConfig
+from sparsejax.utils.arrays import lead
 
 LAYER_SITES = (
     "resid_in",
@@ -46,6 +47,10 @@ LAYER_SITES = (
     "mlp.resid_delta",
 )
 FINAL_SITE = "final_resid"
+# The per-layer sites whose channels are circuit nodes (sparsejax.circuits): reads, q/k/v, MLP
+# neurons and residual writes.
+PRUNE_SITES = ("attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta", "mlp.act_in",
+               "mlp.post_act", "mlp.resid_delta")
 
 # TransformerLens hook name → official layer-site suffix. q/k/v/z are flat (n_head * d_head) here,
 # where TransformerLens shapes them (..., n_head, d_head).
@@ -127,13 +132,6 @@ def canonical_interventions(interventions: Interventions | None, cfg: GPTConfig)
   return out
 
 
-def _lead(a, ndim: int):
-  """Adds leading size-1 axes so ``a`` broadcasts explicitly against a rank-``ndim`` array."""
-  if a.ndim > ndim:
-    raise ValueError(f"intervention of shape {a.shape} has more dims than the site ({ndim})")
-  return a.reshape((1,) * (ndim - a.ndim) + a.shape)
-
-
 class SiteTape:
   """Applies interventions and records requested activations during one (traced) forward pass.
 
@@ -150,8 +148,8 @@ class SiteTape:
   def __call__(self, name: str, x: jax.Array) -> jax.Array:
     iv = self.interventions.get(name)
     if iv is not None:
-      mask = _lead(jnp.asarray(iv.mask).astype(x.dtype), x.ndim)
-      value = _lead(jnp.asarray(iv.value).astype(x.dtype), x.ndim)
+      mask = lead(jnp.asarray(iv.mask).astype(x.dtype), x.ndim)
+      value = lead(jnp.asarray(iv.value).astype(x.dtype), x.ndim)
       x = mask * x + (1 - mask) * value
     if name in self.capture:
       self.cache[name] = x

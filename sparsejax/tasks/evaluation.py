@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.tasks import generators as tasks_lib
-from sparsejax.train import step as train_step
+from sparsejax.model.gpt import merge
 
 
 def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, seed: int = 0,
@@ -29,7 +29,7 @@ def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, s
 
 @functools.partial(jax.jit, static_argnums=0)
 def _score(graphdef, params, buffers, tokens_NST, last_NS, correct_NS, alt_NS):
-  model = train_step.merge(graphdef, params, buffers)
+  model = merge(graphdef, params, buffers)
   N, S, T = tokens_NST.shape
   logits = model(tokens_NST.reshape(N * S, T), positions_B=last_NS.reshape(N * S))
   loss, right = tasks_lib.pair_loss(logits.reshape(N, S, -1), correct_NS, alt_NS)

@@ -74,8 +74,8 @@ def _split_of(p: TaskPair) -> str:
 
 
 # ------------------------------------------------------------------ shared random pieces
-def _g(rng: random.Random) -> corpus._Gen:
-  return corpus._Gen(rng)
+def _g(rng: random.Random) -> corpus.Gen:
+  return corpus.Gen(rng)
 
 
 def _prefix(rng: random.Random, max_lines: int = 4) -> str:

@@ -18,11 +18,12 @@ finite one (or, with ``train.skip_nonfinite``, the step's update is dropped and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +34,39 @@ from sparsejax.train import distributed
 from sparsejax.sparse import optim
 from sparsejax.train import step as train_step
 from sparsejax.train.checkpoint import Checkpointer
-from sparsejax.model.config import ConfigError
+from sparsejax.utils.errors import ConfigError
 from sparsejax.train.metrics import MetricWriter
-from sparsejax.train.run_config import LoopConfig, RunConfig
+from sparsejax.utils.files import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:  # run_config composes LoopConfig (defined here) with the other sections
+  from sparsejax.train.run_config import RunConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+  """The training loop."""
+
+  steps: int = 1000  # optimizer steps (the schedules' total)
+  batch_size: int = 16  # sequences per step (global, over all processes)
+  seq_len: int = 128  # tokens per sequence (<= model.block_size)
+  seed: int = 0  # parameter init and batch order
+  log_every: int = 50  # progress line + metrics.jsonl row every N steps
+  eval_every: int = 250  # held-out loss every N steps (and at the end)
+  eval_batches: int = 4  # batches averaged for the held-out loss
+  checkpoint_every: int = 500  # orbax checkpoint every N steps (and at the end)
+  keep_checkpoints: int = 3  # the last N checkpoints are kept
+  fsdp: int = 1  # devices per FSDP group; the mesh is (n_devices / fsdp) x fsdp
+  skip_nonfinite: bool = False  # skip steps with a non-finite loss instead of stopping
+
+  def __post_init__(self):
+    for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches",
+                 "checkpoint_every", "keep_checkpoints", "fsdp"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+  # Fields that may change when a run is resumed (they do not change what is computed).
+  RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "checkpoint_every",
+                       "keep_checkpoints")
 
 
 class TrainingError(RuntimeError):
@@ -114,10 +145,7 @@ def train(cfg: RunConfig, workdir: str, *, progress: Callable[[str], None] = pri
   progress(f"data: {sum(map(len, dataset.train)):,} train / {sum(map(len, dataset.eval)):,} "
            f"held-out tokens, tokenizer {dataset.tokenizer.name} ({time.time() - t0:.1f}s)")
   if not os.path.exists(config_path) or allow_config_change:
-    tmp = config_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-    os.replace(tmp, config_path)
+    atomic_write_json(config_path, cfg.to_dict(), indent=2, sort_keys=True)
   return _run(cfg, workdir, dataset, progress)
 
 
@@ -204,10 +232,7 @@ def _truncate_metrics(workdir: str, step: int) -> None:
     return
   with open(path) as f:
     rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(rows)
-  os.replace(tmp, path)
+  atomic_write(path, "".join(rows))
 
 
 class _ProgressLogger:

@@ -12,6 +12,7 @@ from sparsejax.train import checkpoint
 from sparsejax.data import dataset as data_lib
 from sparsejax.sparse import optim
 from sparsejax.train import step as train_step
+from sparsejax.model.gpt import merge
 from sparsejax.model.gpt import GPT
 from sparsejax.train.run_config import RunConfig
 from sparsejax.data.tokenizer import Tokenizer, load_tokenizer
@@ -32,7 +33,7 @@ class TrainedRun:
   step: int
 
   def model(self) -> GPT:
-    return train_step.merge(self.graphdef, self.params, self.buffers)
+    return merge(self.graphdef, self.params, self.buffers)
 
 
 def load_run(workdir: str, step: int | None = None) -> TrainedRun:

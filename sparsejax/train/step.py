@@ -17,7 +17,7 @@ from flax import nnx
 
 from sparsejax.sparse import sparsity as sparsity_lib
 from sparsejax.model.config import GPTConfig
-from sparsejax.model.gpt import GPT
+from sparsejax.model.gpt import GPT, merge
 from sparsejax.sparse.optim import global_rms
 
 
@@ -35,11 +35,6 @@ def init_model(cfg: GPTConfig, seed: int = 0):
   model = GPT(cfg, rngs=nnx.Rngs(seed))
   graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
   return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(buffers)
-
-
-def merge(graphdef, params, buffers) -> GPT:
-  """The model back from its parts (inside or outside jit)."""
-  return nnx.merge(graphdef, params, buffers)
 
 
 def abstract_train_state(cfg: GPTConfig, tx: optax.GradientTransformation, seed: int = 0):
