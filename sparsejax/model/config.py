@@ -4,10 +4,12 @@ Field names, defaults and meanings follow OpenAI's ``circuit_sparsity`` ``GPTCon
 (Gao et al. 2025, "Weight-sparse transformers have interpretable circuits"), so a released
 ``beeg_config.json`` loads as is and a saved one is readable by the official loader.
 
-Fields the official loader does not know (ours: ``nope``, ``compute_dtype``; theirs: ``pfrac``,
-``expansion_factor``, ...) are written to / read from the same JSON. Keys that neither side knows are
-kept in ``GPTConfig.extra`` and written back unchanged, so a load → save round trip loses nothing;
-:func:`load_beeg_config` logs them.
+Fields the official loader does not know (ours, the "sparsejax fields" block of
+:class:`GPTConfig`: ``nope``, ``compute_dtype``, ``remat_policy``, ``attention_impl``,
+``scan_layers``, ``abstopk_candidates``; theirs: ``pfrac``, ``expansion_factor``, ...) are written
+to / read from the same JSON. Keys that neither side knows are kept in ``GPTConfig.extra`` and
+written back unchanged, so a load → save round trip loses nothing; :func:`load_beeg_config` logs
+them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ KNOWN_EXTRA_KEYS = (
     "n_embd",
 )
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+REMAT_POLICIES = ("full", "dots", "qkv_abstopk", "none")
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -92,7 +96,26 @@ class GPTConfig:
 
   # --- sparsejax fields (not in the official config; written to the JSON, ignored by its loader).
   nope: bool = False  # no positional embedding at all (the paper's "NoPE"); else wpe is added
-  compute_dtype: str = "float32"  # activations' dtype: "float32" or "bfloat16" (params stay f32)
+  # Activations' dtype (params stay float32): "float32", "bfloat16", or "auto" = bfloat16 on
+  # GPU/TPU, float32 on CPU (resolved by jax.default_backend() when the model runs).
+  compute_dtype: str = "auto"
+  # What grad_checkpointing keeps for the backward pass (nothing else is recomputed without it):
+  # "full" only the AbsTopK masks (least memory); "dots" also every matmul output without batch
+  # dims (the linear layers: recomputes only norms, activations and attention); "qkv_abstopk"
+  # q/k/v and the AbsTopK outputs and masks; "none" no rematerialisation. AbsTopK selections are
+  # never recomputed under any policy. "dots" fits the paper's e=4 step at batch 512 in 80 GB
+  # (BUILD.md, Benchmark).
+  remat_policy: str = "dots"
+  # Attention kernel for full sequences: "einsum" (materialised scores; the reference), "xla" or
+  # "cudnn" (jax.nn.dot_product_attention), or "auto" = cudnn on GPU for bf16/f16 compute with
+  # d_head a multiple of 8 and <= 256, else einsum. Runs that score a few positions
+  # (positions_B) use einsum for their last block.
+  attention_impl: str = "auto"
+  # Run the blocks as a lax.scan over stacked block parameters (compiled once, not n_layer
+  # times); None = on GPU/TPU, off on CPU. Parameters stay per layer: they are stacked inside
+  # the forward pass. Forward passes that record activations run the Python loop.
+  scan_layers: bool | None = None
+  abstopk_candidates: int | None = None  # AbsTopK thresholds per search pass; None: by backend
 
   # Keys read from a JSON file that no field matches, kept so a round trip is lossless.
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -180,6 +203,12 @@ class GPTConfig:
       _fail("sinusoidal_cat_pos_emb", "requires d_pos_emb")
     if self.compute_dtype not in COMPUTE_DTYPES:
       _fail("compute_dtype", f"must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+    if self.remat_policy not in REMAT_POLICIES:
+      _fail("remat_policy", f"must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      _fail("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+    if self.abstopk_candidates is not None and self.abstopk_candidates < 1:
+      _fail("abstopk_candidates", f"must be >= 1 or None, got {self.abstopk_candidates}")
 
   def _site_width(self, loctype: str) -> int:
     if loctype in ("attn_q", "attn_k", "attn_v"):
