@@ -18,7 +18,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-DATA, FSDP = "data", "fsdp"
+from sparsejax.model.gpt import BATCH_AXES
+
+DATA, FSDP = BATCH_AXES  # the model constrains its activations to these axes
 # Environment variables that mark a multi-process launch (explicit coordinator, SLURM, TPU pods,
 # Open MPI).
 _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
