@@ -65,6 +65,7 @@ class ProgramCost:
   while_loops: int  # while instructions in the compiled program (each counted once)
   conditionals: int
   while_iterations: int  # sum of the loops' trip counts (times their own multiplicity)
+  dynamic_loops: int = 0  # while loops without a known trip count (charged a given count)
 
   @property
   def flops(self) -> float:
@@ -256,6 +257,7 @@ class _Analyzer:
             raise ValueError(f"while loop {instr.name} has no known trip count; pass "
                              "dynamic_trip_count")
           trips = self.dynamic_trip_count
+          out.dynamic_loops += 1
         called = dict(_called(instr))
         out.while_loops += 1
         out.while_iterations += trips * mult
@@ -274,6 +276,7 @@ class _Analyzer:
         out.while_loops += best.while_loops
         out.conditionals += best.conditionals
         out.while_iterations += best.while_iterations
+        out.dynamic_loops += best.dynamic_loops
         continue
       if op == "call":
         called = dict(_called(instr))

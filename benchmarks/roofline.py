@@ -16,9 +16,16 @@ wall time — and on a CPU backend it is an upper bound, since XLA:CPU fuses les
 A second estimate charges non-matmul FLOPs at 60 TFLOP/s (the H100's non-tensor-core rate, paper
 App. B fn. 19), for kernels that are compute- rather than memory-bound on CUDA cores.
 
+Settings that csp.py leaves to the backend (candidate thresholds per search pass) are resolved
+for ``--target`` (default gpu), as an H100 run would; cuDNN attention cannot be traced without a
+GPU, so attention is the einsum reference here. The projection's warm-started search is a loop
+with a data-dependent trip count: it is charged ``--dynamic_passes`` passes (the median measured
+in training, BUILD.md) and its worst case is printed too.
+
 Ends with ``roofline_sparse_over_dense: X`` (full sparse ÷ dense at e = 4, or the middle e given).
 
-  python benchmarks/roofline.py [--e=1,4,8] [--batch=512] [--seq=256] [--breakdown]
+  python benchmarks/roofline.py [--e=1,4,8] [--batch=512] [--breakdown]
+      [--override=model.remat_policy=full,sparsity.warm_start=false]
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments", "configs"))
 import csp  # noqa: E402
 
 from sparsejax.sparse import optim  # noqa: E402
+from sparsejax.sparse import topk  # noqa: E402
 from sparsejax.train import step as train_step  # noqa: E402
 from sparsejax.train.run_config import RunConfig  # noqa: E402
 
@@ -48,8 +56,11 @@ _BATCH = flags.DEFINE_integer("batch", 512, "Sequences per step (compiled only: 
 _VARIANTS = flags.DEFINE_list("variants", ["dense", "sparse weights", "full sparse"],
                               "Which of: dense, sparse weights, full sparse.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Per-category table for the middle e.")
-_OVERRIDES = flags.DEFINE_list("override", [], "Extra csp.py-style model overrides, e.g. "
+_OVERRIDES = flags.DEFINE_list("override", [], "Extra field overrides, e.g. "
                                "model.remat_policy=full (applied to every variant).")
+_TARGET = flags.DEFINE_enum("target", "gpu", ["gpu", "tpu", "cpu"],
+                            "Backend whose defaults resolve the settings left to the backend.")
+_DYNAMIC = flags.DEFINE_integer("dynamic_passes", 6, "Passes charged to data-dependent loops.")
 
 PEAK_FLOPS, PEAK_BW = 989e12, 3.35e12  # H100 SXM: bf16 dense tensor-core FLOP/s, HBM bytes/s
 VECTOR_FLOPS = 60e12  # H100 non-tensor-core FLOP/s (paper App. B fn. 19)
@@ -58,6 +69,10 @@ VARIANT_ARGS = {"dense": ",dense", "sparse weights": ",afrac=none", "full sparse
 
 def run_config(e: int, variant: str) -> RunConfig:
   cfg = csp.get_config(f"{e}x{VARIANT_ARGS[variant]}").to_dict()
+  candidates = topk.default_candidates(_TARGET.value)
+  for section, field in (("model", "abstopk_candidates"), ("sparsity", "candidates_per_pass")):
+    if cfg[section].get(field, 0) is None:
+      cfg[section][field] = candidates
   for item in _OVERRIDES.value:
     key, value = item.split("=", 1)
     section, field = key.split(".", 1)
@@ -72,6 +87,12 @@ def _parse(value: str):
     except ValueError:
       pass
   return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def worst_case_passes(cfg: RunConfig) -> int:
+  """Bound of the warm-started projection loop (topk.topk_masks_many)."""
+  p = topk.resolve_candidates(cfg.sparsity.candidates_per_pass)
+  return topk.num_bisection_passes(0x7F800001, max(1, p // 2))
 
 
 def compile_step(cfg: RunConfig, batch: int):
@@ -114,21 +135,30 @@ def main(argv):
   print(device_line())
   es = [int(e) for e in _E.value]
   batch = _BATCH.value
-  print(f"compiled training steps of csp.py:Nx, batch {batch} x 256 tokens"
-        + (f", overrides {_OVERRIDES.value}" if _OVERRIDES.value else ""))
+  example = run_config(es[0], "full sparse").model
+  print(f"compiled training steps of csp.py:Nx, batch {batch} x 256 tokens, settings for "
+        f"{_TARGET.value}: {example.compute_dtype}, remat "
+        f"{example.remat_policy if example.grad_checkpointing else 'off'}, scan "
+        f"{example.scan_layers}, search candidates {example.abstopk_candidates}; attention "
+        "einsum" + (f"; overrides {_OVERRIDES.value}" if _OVERRIDES.value else ""))
   header = (f"{'variant':<15} {'e':>2} {'XLA TF':>7} {'XLA GB':>8} {'TF':>7} {'GB':>8} "
             f"{'kernels':>7} {'executed':>9} {'whiles':>6} {'iters':>6} {'conds':>5} "
             f"{'H100 ms':>8} {'÷ dense':>7} {'ms@60TF':>8} {'compile s':>9}")
-  rows, results = [], {}
+  rows, results, notes = [], {}, []
   for e in es:
     for variant in _VARIANTS.value:
       cfg = run_config(e, variant)
       t0 = time.perf_counter()
       compiled = compile_step(cfg, batch)
       t_compile = time.perf_counter() - t0
-      cost = hlo_cost.program_cost(compiled)
+      cost = hlo_cost.program_cost(compiled, dynamic_trip_count=_DYNAMIC.value)
       xla = hlo_cost.xla_totals(compiled)
       results[(e, variant)] = cost
+      if cost.dynamic_loops:
+        worst = hlo_cost.program_cost(compiled, dynamic_trip_count=worst_case_passes(cfg))
+        notes.append(f"{variant} e={e}: {cost.dynamic_loops} data-dependent loop(s) charged "
+                     f"{_DYNAMIC.value} passes; at the worst case ({worst_case_passes(cfg)}) "
+                     f"{worst.time(PEAK_FLOPS, PEAK_BW) * 1e3:.1f} ms")
       t = cost.time(PEAK_FLOPS, PEAK_BW)
       dense = results.get((e, "dense"))
       ratio = t / dense.time(PEAK_FLOPS, PEAK_BW) if dense else float("nan")
@@ -143,6 +173,8 @@ def main(argv):
   print("kernels: distinct top-level kernels; executed: x trip counts; whiles/conds: instructions")
   print("in the compiled step; iters: loop iterations per step; H100 ms: sum over executed kernels")
   print("of max(FLOPs/989e12, bytes/3.35e12); ms@60TF: the same with non-matmul FLOPs at 60e12.")
+  for note in notes:
+    print(note)
   mid = es[len(es) // 2]
   if _BREAKDOWN.value and all((mid, v) in results for v in _VARIANTS.value):
     print(f"\nwhere the estimated time goes at e = {mid} (H100 ms / GB):")

@@ -30,7 +30,7 @@ from absl import app, flags
 from common import device_line, median_time
 from sparsejax import GPTConfig, OptimConfig, SparsityConfig, create_train_state, make_train_step
 from sparsejax import sparse_adam
-from sparsejax.model.gpt import resolve_attention, resolve_compute_dtype, resolve_scan
+from sparsejax.model.gpt import resolve_attention, resolve_compute_dtype
 
 _E = flags.DEFINE_integer("e", None, "Expansion factor of the paper's family (sets d_model).")
 _D_MODEL = flags.DEFINE_integer("d_model", 256, "Residual width (d_mlp = 4x, d_head 16).")
@@ -45,7 +45,7 @@ _REMAT_POLICY = flags.DEFINE_enum("remat_policy", "dots", ["full", "dots", "qkv_
                                   "What remat saves (GPTConfig.remat_policy).")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "einsum", "xla", "cudnn"],
                                "GPTConfig.attention_impl.")
-_SCAN = flags.DEFINE_enum("scan", "auto", ["auto", "true", "false"], "GPTConfig.scan_layers.")
+_SCAN = flags.DEFINE_bool("scan", False, "GPTConfig.scan_layers.")
 _CANDIDATES = flags.DEFINE_integer("candidates", None, "Search candidates per pass (AbsTopK and "
                                    "projection); default: the backend's.")
 _WARM = flags.DEFINE_bool("warm_start", True, "Warm-started projection search.")
@@ -93,13 +93,12 @@ def model_flops_per_token(cfg: GPTConfig) -> float:
 def main(argv):
   del argv
   d = 256 * _E.value if _E.value else _D_MODEL.value
-  scan = {"auto": None, "true": True, "false": False}[_SCAN.value]
   base = GPTConfig(block_size=_SEQ.value, vocab_size=_VOCAB.value, n_layer=_N_LAYER.value,
                    n_head=d // 16, d_head=16, d_model=d, d_mlp=4 * d, rms_norm=True,
                    tied_unembed=False, enable_bigram_table=True, learnable_bigram_table=True,
                    grad_checkpointing=_REMAT.value, compute_dtype=_DTYPE.value,
                    remat_policy=_REMAT_POLICY.value, attention_impl=_ATTENTION.value,
-                   scan_layers=scan, abstopk_candidates=_CANDIDATES.value)
+                   scan_layers=_SCAN.value, abstopk_candidates=_CANDIDATES.value)
   # Annealing already over (start = end = 0): the projection runs at its target density.
   sparse = SparsityConfig(target_density=1 / 16, embed_density_factor=4, anneal_start=0.0,
                           anneal_end=0.0, candidates_per_pass=_CANDIDATES.value,
@@ -111,7 +110,7 @@ def main(argv):
   print(f"model: {_N_LAYER.value} layers, d_model {d}, d_mlp {4 * d}, vocab {_VOCAB.value}, "
         f"batch {_BATCH.value}x{_SEQ.value}, {dtype.name}, remat={_REMAT.value}"
         + (f" ({_REMAT_POLICY.value})" if _REMAT.value else "")
-        + f", attention {resolve_attention(base, dtype)}, scan {resolve_scan(base)}")
+        + f", attention {resolve_attention(base, dtype)}, scan {_SCAN.value}")
   abstopk = base.replace(afrac=0.25, afrac_loctypes=ALL_SITES)
   makers = {
       "dense": lambda: make_runner(base, dense, tokens),

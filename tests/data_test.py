@@ -124,3 +124,11 @@ def test_jsonl_user_files(tmp_path):
   stats = sources.SourceStats()
   assert list(sources.user_files([str(path)], stats)) == ["first doc", "second doc"]
   assert stats.bad_lines == 2
+
+
+def test_global_batch_does_not_depend_on_the_process_count():
+  tokens = np.arange(10_000, dtype=np.uint16)
+  whole = data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3).batch(7)
+  parts = [data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3, process_index=i,
+                             process_count=4).batch(7) for i in range(4)]
+  np.testing.assert_array_equal(np.concatenate(parts), whole)

@@ -372,8 +372,7 @@ def test_auto_settings_resolve_by_backend_on_cpu():
   cfg = tiny_config()
   assert cfg.compute_dtype == "auto" and GPT(cfg, rngs=nnx.Rngs(0)).compute_dtype == jnp.float32
   assert gpt.resolve_attention(cfg, jnp.bfloat16) == "einsum"
-  assert gpt.resolve_scan(cfg) is False
-  assert gpt.resolve_scan(cfg.replace(scan_layers=True)) is True
+  assert gpt.resolve_attention(cfg.replace(attention_impl="xla"), jnp.bfloat16) == "xla"
 
 
 @pytest.mark.parametrize("remat", [False, True])

@@ -112,9 +112,11 @@ class GPTConfig:
   # (positions_B) use einsum for their last block.
   attention_impl: str = "auto"
   # Run the blocks as a lax.scan over stacked block parameters (compiled once, not n_layer
-  # times); None = on GPU/TPU, off on CPU. Parameters stay per layer: they are stacked inside
-  # the forward pass. Forward passes that record activations run the Python loop.
-  scan_layers: bool | None = None
+  # times). Parameters stay per layer: they are stacked inside the forward pass; forward passes
+  # that record activations run the Python loop. Off by default: on XLA:CPU it costs +16 %
+  # estimated step bytes (stacked residual copies) and did not compile faster (BUILD.md);
+  # benchmarks/gpu_suite.sh times both on a GPU.
+  scan_layers: bool = False
   abstopk_candidates: int | None = None  # AbsTopK thresholds per search pass; None: by backend
 
   # Keys read from a JSON file that no field matches, kept so a round trip is lossless.

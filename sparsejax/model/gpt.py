@@ -65,13 +65,6 @@ def resolve_attention(cfg: GPTConfig, dtype) -> str:
   return "einsum"
 
 
-def resolve_scan(cfg: GPTConfig) -> bool:
-  """``GPTConfig.scan_layers`` resolved: None is on for GPU/TPU (compile time), off on CPU."""
-  if cfg.scan_layers is not None:
-    return cfg.scan_layers
-  return jax.default_backend() != "cpu"
-
-
 def remat_policy(name: str):
   """The ``jax.checkpoint`` policy of ``GPTConfig.remat_policy`` (None: no rematerialisation)."""
   names = jax.checkpoint_policies.save_only_these_names
@@ -464,7 +457,7 @@ class GPT(nnx.Module):
     """Sublayers [start, stop): whole blocks as one scan when configured (and nothing is
     recorded), the rest one by one."""
     first, last = -(-start // 2), stop // 2  # the whole blocks inside the range
-    if resolve_scan(self.config) and not ctx.tape.capture and last - first >= 2:
+    if self.config.scan_layers and not ctx.tape.capture and last - first >= 2:
       per_layer = self._stacked_interventions(ctx.tape, first, last)
       if per_layer is not None:
         x_BTD = self._run_loop(x_BTD, ctx, start, 2 * first)
