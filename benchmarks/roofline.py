@@ -108,14 +108,14 @@ def compile_step(cfg: RunConfig, batch: int):
 
 
 def category(kernel: hlo_cost.Kernel) -> str:
-  """Which part of the step a kernel belongs to, from its op_name."""
+  """Which part of the step a kernel belongs to, from its op_name (the named scopes of
+  sparsejax: ``abstopk``, ``projection``, ``attention``, or older code's jitted functions)."""
   label = kernel.label
-  if "weight_topk_mask" in label or "/projection" in label:
+  if "weight_topk_mask" in label or "projection" in label:
     return "projection"
-  if "topk_mask" in label or "/abstopk" in label:
+  if "abstopk" in label or "topk_mask" in label:
     return "AbsTopK"
-  if ("/attention" in label or "bqhk,bshk" in label or "bhqs,bshk" in label
-      or "dot_product_attention" in label):
+  if ("attention" in label or "bqhk,bshk" in label or "bhqs,bshk" in label):
     return "attention core"
   if kernel.matmul:
     return "matmuls (linear)"

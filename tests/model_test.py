@@ -409,3 +409,13 @@ def test_scanned_layers_keep_the_public_forward_api():
   _, want = ref.run_with_cache(toks, names)
   for n in names:
     np.testing.assert_allclose(np.asarray(cache[n]), np.asarray(want[n]), atol=1e-6)
+
+
+def test_with_config_changes_only_the_settings():
+  from sparsejax.model.gpt import merge, with_config
+  cfg, model = build(grad_checkpointing=True, afrac=0.5, afrac_loctypes="mlp_neuron")
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  plain = with_config(graphdef, params, rest, grad_checkpointing=False)
+  m = merge(plain, params, rest)
+  assert m.config.grad_checkpointing is False and m.config.afrac == 0.5
+  np.testing.assert_array_equal(np.asarray(m(tokens())), np.asarray(model(tokens())))

@@ -32,7 +32,7 @@ import numpy as np
 
 from sparsejax.model import sites as sites_lib
 from sparsejax.tasks import generators as tasks_lib
-from sparsejax.model.gpt import merge
+from sparsejax.model.gpt import merge, with_config
 from sparsejax.model.config import GPTConfig
 from sparsejax.model.sites import PRUNE_SITES
 
@@ -324,6 +324,16 @@ def _memory_budget(cfg: PruneConfig) -> float | None:
   return 0.75 * stats["bytes_limit"] if "bytes_limit" in stats else None
 
 
+def _member_bytes(run, args_one) -> int | None:
+  """XLA's memory estimate of one call (arguments + outputs + temporaries), if the backend has
+  one."""
+  try:
+    m = run.lower(*args_one).compile().memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+  except Exception:
+    return None
+
+
 def plan_members_per_call(run, args_one, n_members: int, cfg: PruneConfig) -> tuple[int, str]:
   """How many members one vmapped call trains: ``cfg.members_per_call``, or as many as fit the
   memory budget by XLA's estimate for one member (arguments + outputs + temporaries, an upper
@@ -333,10 +343,8 @@ def plan_members_per_call(run, args_one, n_members: int, cfg: PruneConfig) -> tu
   budget = _memory_budget(cfg)
   if budget is None:
     return n_members, "no memory limit reported by the backend"
-  try:
-    m = run.lower(*args_one).compile().memory_analysis()
-    one = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-  except Exception:  # the backend gives no estimate: one call, as configured
+  one = _member_bytes(run, args_one)
+  if one is None:  # the backend gives no estimate: one call, as configured
     return n_members, "no memory estimate on this backend"
   fit = max(1, int(budget // max(one, 1)))
   return min(fit, n_members), (f"{one / 2**20:.0f} MiB per member (XLA estimate), budget "
@@ -372,12 +380,22 @@ def learn_masks(graphdef, params, buffers, layout: NodeLayout, values, data: dic
     d = trim_tokens({k: v[groups] for k, v in data.items()}, int(need[groups].max()))
     return sub, {k: jnp.asarray(v) for k, v in d.items()}
 
+  sub, d = call_inputs(order[-1:])  # the longest member: the largest per-member footprint
+  args_one = (init_state(sub, layout.n_nodes), params, buffers, values, d, sub.arrays(),
+              jnp.int32(0))
+  # --- No rematerialisation when memory allows (throughput, sparsejax.model.gpt). Mask learning
+  # differentiates through activations only, so remat inherited from training adds ~49 % FLOPs:
+  # drop it unless one member then exceeds the memory budget by XLA's estimate.
+  if merge(graphdef, params, buffers).config.grad_checkpointing:
+    graphdef, remat = with_config(graphdef, params, buffers, grad_checkpointing=False), graphdef
+    budget, one = _memory_budget(cfg), _member_bytes(trainer(chunk), args_one)
+    if budget is not None and one is not None and one > budget:
+      graphdef = remat
+      trainers.clear()
+  # ---
   per_call, why = len(pop), "one call"
   if len(pop) > 1:
-    sub, d = call_inputs(order[-1:])  # the longest member: the largest per-member footprint
-    per_call, why = plan_members_per_call(
-        trainer(chunk), (init_state(sub, layout.n_nodes), params, buffers, values, d, sub.arrays(),
-                         jnp.int32(0)), len(pop), cfg)
+    per_call, why = plan_members_per_call(trainer(chunk), args_one, len(pop), cfg)
   split = lambda ids: [ids[i:i + per_call] for i in range(0, len(ids), per_call)]
   if cfg.group_by_length:
     calls = [c for n in np.unique(need) for c in split(order[need[pop.group[order]] == n])]

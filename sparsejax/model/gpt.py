@@ -552,6 +552,13 @@ def merge(graphdef, params, buffers) -> GPT:
   return nnx.merge(graphdef, params, buffers)
 
 
+def with_config(graphdef, params, buffers, **changes):
+  """The graphdef of the same model with config fields changed (e.g. ``grad_checkpointing``);
+  ``params`` and ``buffers`` fit it unchanged when the changes do not alter the parameters."""
+  cfg = merge(graphdef, params, buffers).config.replace(**changes)
+  return nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))
+
+
 def param_count(model: GPT) -> int:
   """Number of trainable parameters."""
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

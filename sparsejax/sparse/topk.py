@@ -146,16 +146,17 @@ def _start(shape, hi: int, n_all) -> Bracket:
                  n_above=jnp.zeros(shape, jnp.int32))
 
 
-def _fixed_search(key_fn, shape, axes, k, hi: int, p: int, n_all) -> Bracket:
+def _fixed_search(count_fn, shape, k, hi: int, p: int, n_all) -> Bracket:
   """The bracket after a fixed number of evenly spaced passes (worst case: one key left).
 
-  ``key_fn()`` builds the keys; it is called inside the loop body so the key computation fuses
-  into each pass's reduction instead of being materialised.
+  ``count_fn(cands)`` counts, per slice, the entries whose key is >= each candidate (stacked on
+  a leading axis). It builds its operands from the input inside the loop body, so they fuse into
+  the pass's reduction instead of being materialised.
   """
 
   def one_pass(_, b: Bracket) -> Bracket:
     cands = _even_candidates(b, p)
-    return _narrow(b, cands, count_at_least(key_fn(), list(cands), axes), k)
+    return _narrow(b, cands, count_fn(list(cands)), k)
 
   return jax.lax.fori_loop(0, num_bisection_passes(hi, p), one_pass, _start(shape, hi, n_all))
 
@@ -180,8 +181,8 @@ def kth_largest_key(keys: Array, k, *, axes: Sequence[int], hi: int,
   shape = tuple(1 if i in axes else n for i, n in enumerate(keys.shape))
   k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), shape)
   n_all = math.prod(keys.shape[a] for a in axes)
-  b = _fixed_search(lambda: keys, shape, axes, k, hi, resolve_candidates(candidates_per_pass),
-                    n_all)
+  b = _fixed_search(lambda cands: count_at_least(keys, cands, axes), shape, k, hi,
+                    resolve_candidates(candidates_per_pass), n_all)
   return b.lo, b.n_lo, b.n_above
 
 
@@ -229,40 +230,60 @@ def topk_mask_from_keys(keys: Array, k, *, axes: Sequence[int], hi: int,
   return ((keys > t) | keep_at) & (k > 0)
 
 
+def _variadic_count(preds: Sequence[Array], axis: int) -> Array:
+  """Stacked ``sum(pred, axis, keepdims)`` of boolean arrays, as one variadic reduction."""
+  ops = tuple(q.astype(jnp.int32) for q in preds)
+  zeros = tuple(jnp.zeros((), jnp.int32) for _ in preds)
+  sums = jax.lax.reduce(ops, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), (axis,))
+  return jnp.stack([jnp.expand_dims(c, axis) for c in sums])
+
+
 def row_topk_mask(x: Array, k, *, candidates_per_pass: int | None = None) -> Array:
   """Mask of the k largest |x| of each row (last axis), ties to the lowest column; no branches.
 
-  16-bit dtypes with rows up to 65,536 wide: one search over tie-free int32 keys
+  16-bit dtypes with rows up to 65,536 wide: one search over the tie-free int32 keys
   ``(bits(|x|) << s) | (W - 1 - col)``. Otherwise (float32): a search over the magnitude bits,
   then one over the reversed column among the entries tied at the threshold. ``k`` (1 <= k <=
   W, may be traced) broadcasts against the rows.
+
+  The keys are never built: a candidate key c is compared as ``m > c_hi or (m == c_hi and col
+  <= W - 1 - c_lo)``, with m the magnitude bits in x's own width (a free bitcast) and c = (c_hi,
+  c_lo), so each pass reads 2 bytes an entry of a bf16 x (XLA would otherwise hoist the
+  loop-invariant int32 keys out of the loop, writing them once and reading 4 bytes an entry per
+  pass). The comparison stays on integers: a float compare against a subnormal candidate value
+  would be flushed to zero on CPUs.
   """
   W = x.shape[-1]
   p = resolve_candidates(candidates_per_pass)
   dtype = jnp.dtype(x.dtype)
   shape = x.shape[:-1] + (1,)
-  axes = (x.ndim - 1,)
+  axis = x.ndim - 1
   k_arr = jnp.broadcast_to(jnp.asarray(k, jnp.int32), shape)
-  col = lambda: jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  # One row of column indices, broadcast in each comparison: a full-size iota would be
+  # materialised outside the loop and read on every pass.
+  col = jax.lax.broadcasted_iota(jnp.int32, (1,) * axis + (W,), axis)
   s = max(1, (W - 1).bit_length())
   if dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) and s <= 16:
     inf = _INF_BITS[dtype]
+    m = jnp.minimum(jax.lax.bitcast_convert_type(jnp.abs(x), jnp.int16), jnp.int16(inf))
+    low = (1 << s) - 1
 
-    def keys():
-      mag = jnp.minimum(jax.lax.bitcast_convert_type(jnp.abs(x), jnp.int16).astype(jnp.int32),
-                        inf)
-      return (mag << s) | (W - 1 - col())
+    def at_least(c):  # key >= c, with key = (m << s) | (W - 1 - col)
+      c_hi = (c >> s).astype(jnp.int16)
+      return (m > c_hi) | ((m == c_hi) & (col <= W - 1 - (c & low)))
 
-    b = _fixed_search(keys, shape, axes, k_arr, (inf << s) | ((1 << s) - 1), p, W)
-    return keys() >= b.lo
-  x32 = x if dtype == jnp.dtype(jnp.float32) else x.astype(jnp.float32)
-  mag = lambda: magnitude_bits(x32)[0]
-  b = _fixed_search(mag, shape, axes, k_arr, _INF_BITS[jnp.dtype(jnp.float32)], p, W)
-  t, need = b.lo, k_arr - b.n_above  # need >= 1 entries among those tied at t
-  rcol = lambda: jnp.where(mag() == t, W - 1 - col(), -1)
-  b2 = _fixed_search(rcol, shape, axes, need, W - 1, p, W)
-  m = mag()
-  return (m > t) | ((m == t) & (W - 1 - col() >= b2.lo))
+    b = _fixed_search(lambda cands: _variadic_count([at_least(c) for c in cands], axis), shape,
+                      k_arr, (inf << s) | low, p, W)
+    return at_least(b.lo)
+  m, hi = magnitude_bits(x.astype(jnp.float32))
+  b = _fixed_search(lambda cands: _variadic_count([m >= c for c in cands], axis), shape, k_arr,
+                    hi, p, W)
+  t = b.lo
+  need = k_arr - b.n_above  # >= 1 entries among those tied at t, lowest columns first
+  tied = lambda c: (m == t) & (col <= W - 1 - c)  # reversed column >= c
+  b2 = _fixed_search(lambda cands: _variadic_count([tied(c) for c in cands], axis), shape, need,
+                     W - 1, p, W)
+  return (m > t) | tied(b2.lo)
 
 
 @functools.partial(jax.jit, static_argnames=("axes", "candidates_per_pass"))
