@@ -7,7 +7,7 @@ Four configurations of one model share shapes and batch:
   dense + AbsTopK x8    AbsTopK alone (its share of the cost)
 Each is timed as the median of jitted, donated steps after warm-up, in one process, the
 configurations taking turns step by step (so drift of a shared machine hits all alike). Prints
-tokens/s and, with ``--peak_tflops`` (e.g. the in-run matmul peak of ``gpu/calibrate.py``), the
+tokens/s, the first call's seconds (compilation included) and, with ``--peak_tflops`` (e.g. the in-run matmul peak of ``gpu/calibrate.py``), the
 dense-equivalent MFU: (6 N + 12 L H Q T) FLOPs per token (nanoGPT / PaLM; N = the matmul
 parameters, masked weights counted) ÷ the peak. Ends with ``sparse_over_dense_step: X`` (weights
 only).
@@ -23,6 +23,7 @@ with a CPU-sized batch in float32 without remat; ``--e`` sets d_model = 256 e (d
 from __future__ import annotations
 
 import statistics
+import time
 
 import jax
 from absl import app, flags
@@ -58,7 +59,8 @@ TOTAL_STEPS = 1000
 
 
 def make_runner(model_cfg: GPTConfig, sparsity: SparsityConfig, tokens):
-  """A zero-argument function running one donated train step (compiled and warmed up)."""
+  """A zero-argument function running one donated train step (compiled and warmed up), and the
+  seconds its first call took (compilation included)."""
   tx = sparse_adam(OptimConfig(), sparsity, TOTAL_STEPS)
   graphdef, state = create_train_state(model_cfg, tx, seed=0)
   step = make_train_step(graphdef, tx, sparsity=sparsity, total_steps=TOTAL_STEPS)
@@ -68,9 +70,12 @@ def make_runner(model_cfg: GPTConfig, sparsity: SparsityConfig, tokens):
     holder[0], metrics = step(holder[0], tokens)
     return metrics["loss"]
 
-  for _ in range(3):
+  t0 = time.perf_counter()
+  jax.block_until_ready(run())
+  first = time.perf_counter() - t0
+  for _ in range(2):
     jax.block_until_ready(run())
-  return run
+  return run, first
 
 
 def interleaved_medians(runners: dict, rounds: int) -> dict:
@@ -118,17 +123,18 @@ def main(argv):
       "sparse weights + AbsTopK x8": lambda: make_runner(abstopk, sparse, tokens),
       "dense + AbsTopK x8": lambda: make_runner(abstopk, dense, tokens),
   }
-  runners = {name: makers[name]() for name in _CONFIGS.value}
+  built = {name: makers[name]() for name in _CONFIGS.value}
+  runners = {name: run for name, (run, _) in built.items()}
   med = interleaved_medians(runners, _REPEATS.value)
   t_dense = med.get("dense")
   tokens_per_step = _BATCH.value * _SEQ.value
   flops = model_flops_per_token(base) * tokens_per_step
   print(f"{'configuration':<28} {'step ms':>9} {'÷ dense':>8} {'tokens/s':>11} {'TFLOP/s':>8}"
-        + (f" {'MFU':>6}" if _PEAK.value else ""))
+        f" {'first s':>8}" + (f" {'MFU':>6}" if _PEAK.value else ""))
   for name, t in med.items():
     ratio = f"{t / t_dense:>8.2f}" if t_dense else f"{'':>8}"
     line = (f"{name:<28} {t * 1e3:>9.1f} {ratio} {tokens_per_step / t:>11,.0f} "
-            f"{flops / t / 1e12:>8.2f}")
+            f"{flops / t / 1e12:>8.2f} {built[name][1]:>8.1f}")
     if _PEAK.value:
       line += f" {flops / t / 1e12 / _PEAK.value:>6.1%}"
     print(line)
