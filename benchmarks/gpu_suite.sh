@@ -46,7 +46,7 @@ item 2_step 210 $PY benchmarks/step.py $STEP --batch=$B --dtype=bfloat16 --remat
     --repeats=$R --peak_tflops=${PEAK:-0}
 item 3_abstopk 70 $PY benchmarks/gpu/abstopk_bench.py --rows=$ROWS --widths=$WIDTHS --repeats=$R
 item 4_attention 40 $PY benchmarks/gpu/attention_bench.py $ATT --repeats=$R
-item 5_projection 50 $PY benchmarks/gpu/projection_bench.py --e=$E --repeats=$R
+item 5_projection 50 $PY benchmarks/gpu/projection_bench.py --e=$E --candidates=7,15 --repeats=$R
 item 6_prune_vmap 60 $PY benchmarks/prune_vmap.py $PRUNE
 item 7_topk 40 $PY benchmarks/topk.py $TOPK
 item 8_profile 60 $PY benchmarks/gpu/profile_step.py --profile_e=$E --profile_batch=$((B / 2)) \

@@ -13,11 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from sparsejax.sparse import optim
-from sparsejax.train import checkpoint
-from sparsejax.train import step as train_step
+from resume_test import final_state  # the latest checkpoint, restored on this one device
 from sparsejax.train.metrics import read_metrics
-from sparsejax.train.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 40, 5
@@ -79,24 +76,6 @@ def finish(procs, timeout=600):
 def saved_steps(workdir: Path) -> list[int]:
   ckpts = workdir / "checkpoints"
   return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.exists() else []
-
-
-def final_state(config_path, workdir):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("cfg", config_path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = RunConfig.from_dict(mod.get_config().to_dict())
-  tx = optim.sparse_adam(cfg.optim, cfg.sparsity, cfg.train.steps)
-  _, abstract = train_step.abstract_train_state(cfg.model, tx, seed=cfg.train.seed)
-  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here), abstract)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-  try:
-    restored, meta = ckpt.restore(state)
-  finally:
-    ckpt.close()
-  return jax.device_get(restored), meta
 
 
 def test_two_processes_killed_and_resumed_match_one_process(tmp_path):

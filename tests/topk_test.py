@@ -150,8 +150,8 @@ def _primitives(jaxpr) -> set:
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
-@pytest.mark.parametrize("width", [5, 24, 100, 1024])
-@pytest.mark.parametrize("candidates", [1, 3, 15])
+@pytest.mark.parametrize("width", [5, 100, 1024])
+@pytest.mark.parametrize("candidates", [1, 15])
 def test_row_topk_is_exact_with_heavy_ties(dtype, width, candidates):
   rng = np.random.default_rng(width + candidates)
   # Few distinct magnitudes, both signs, zeros: most rows need the lowest-index tie-break.

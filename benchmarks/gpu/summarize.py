@@ -63,6 +63,12 @@ def main(out_dir: str) -> None:
   if overlap is not None:
     decisions.append(f"host time hidden per full-sparse step: {overlap:.2f} ms (near 0 means the "
                      "step waits for the host: compare sparsity.warm_start=False)")
+  dense_ms = lambda item: re.search(r"^dense\s+([0-9.]+)\s", logs.get(item, ""), re.M)
+  loop, scan = dense_ms("2_step"), dense_ms("9_scan")
+  if loop and scan:
+    decisions.append(f"scanned layers: dense step {scan.group(1)} ms vs {loop.group(1)} ms "
+                     "(first-call seconds in the logs: compile time); make scan_layers the GPU "
+                     "default only if both are not worse")
   print("\n### Decisions\n")
   for d in decisions:
     print(f"- {d}")
