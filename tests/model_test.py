@@ -419,3 +419,16 @@ def test_with_config_changes_only_the_settings():
   m = merge(plain, params, rest)
   assert m.config.grad_checkpointing is False and m.config.afrac == 0.5
   np.testing.assert_array_equal(np.asarray(m(tokens())), np.asarray(model(tokens())))
+
+
+def test_auto_attention_falls_back_when_cudnn_refuses(monkeypatch):
+  """On CPU cuDNN refuses while tracing: "auto" (as if it had picked cuDNN) falls back to the
+  einsum, an explicit "cudnn" reports the refusal."""
+  from sparsejax.model import gpt
+  cfg, model = build()
+  want = np.asarray(model(tokens()))
+  monkeypatch.setattr(gpt, "resolve_attention", lambda cfg, dtype: "cudnn")
+  np.testing.assert_array_equal(np.asarray(model(tokens())), want)
+  _, explicit = build(attention_impl="cudnn")
+  with pytest.raises(RuntimeError, match="cuDNN"):
+    explicit(tokens())

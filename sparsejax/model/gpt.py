@@ -202,9 +202,16 @@ class Attention(nnx.Module):
     k_BTA = tape(f"{layer}.attn.k", ctx.sparsify(k_BTA, "attn_k"))
     v_BTA = tape(f"{layer}.attn.v", ctx.sparsify(v_BTA, "attn_v"))
     with jax.named_scope("attention"):
+      y_BTA = None
       if query_B is None and ctx.attention != "einsum":
-        y_BTA = self._attend_fused(q_BTA, k_BTA, v_BTA, ctx.attention)
-      else:
+        try:
+          y_BTA = self._attend_fused(q_BTA, k_BTA, v_BTA, ctx.attention)
+        except (NotImplementedError, RuntimeError, ValueError):
+          # jax checks cuDNN's support (version, head width, dtype) while tracing: "auto" falls
+          # back to the einsum where it says no; an explicit choice reports it.
+          if ctx.cfg.attention_impl != "auto":
+            raise
+      if y_BTA is None:
         y_BTA = self._attend(q_BTA, k_BTA, v_BTA, query_B)
     y_BTA = tape(f"{layer}.attn.y", y_BTA)
     return ctx.sparsify(self.c_proj(y_BTA), "attn_out")
