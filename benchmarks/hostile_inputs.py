@@ -1,4 +1,4 @@
-"""Bad inputs and faults against the real binaries: exit code, what is printed, what changed on disk.
+"""Bad inputs and faults against the real binaries: exit code, what is printed, what changed.
 
   PYTHONPATH=. .venv/bin/python benchmarks/hostile_inputs.py [--only=SUBSTRING] [--keep]
 
@@ -43,6 +43,7 @@ class Case:
   expect: str = ""  # a substring the printed line(s) must contain
   extra_env: dict = dataclasses.field(default_factory=dict)
   interrupt_after: str | None = None  # send SIGINT once stdout shows a line starting with this
+  interrupt_delay: float | None = None  # ... or this many seconds after the start
 
 
 @dataclasses.dataclass
@@ -65,9 +66,17 @@ def tree_sha256(path: Path) -> str:
   return h.hexdigest()
 
 
-def run(binary: str, args: list[str], env_extra=None, interrupt_after=None, timeout=600):
+def run(binary: str, args: list[str], env_extra=None, interrupt_after=None, interrupt_delay=None,
+        timeout=600):
   cmd = [PY, str(ROOT / "experiments" / binary), *args]
   env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+  if interrupt_delay is not None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env)
+    time.sleep(interrupt_delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
   if interrupt_after is None:
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     return res.returncode, res.stdout, res.stderr
@@ -176,7 +185,7 @@ CASES = [
          lambda e: [f"--config={write_config_file(e, 'def get_config(:')}",
                     f"--workdir={fresh(e)}"], target=fresh, expect="line 1: invalid syntax"),
     Case("config file that raises (NameError)", "train.py",
-         lambda e: [f"--config={write_config_file(e, 'def get_config():' + chr(10) + '  return x')}",
+         lambda e: [f"--config={write_config_file(e, 'def get_config():' + chr(10) + '  x')}",
                     f"--workdir={fresh(e)}"], target=fresh, expect="NameError"),
     Case("config file that does not exist", "train.py",
          lambda e: [f"--config={e.tmp / 'nope.py'}", f"--workdir={fresh(e)}"], target=fresh,
@@ -281,12 +290,17 @@ CASES = [
          lambda e: [f"--config={e.config}", f"--workdir={fresh(e)}", "--config.train.steps=400",
                     "--config.train.checkpoint_every=1000"], target=fresh, rc=130, changes=True,
          interrupt_after="step 10/400", expect="run the same command to resume"),
+    Case("Ctrl-C while the data of a new run is built", "train.py",
+         lambda e: ["--config=experiments/configs/tiny.py", f"--workdir={fresh(e)}",
+                    "--config.data.tokenizer_train_chars=20000000",
+                    "--config.data.train_tokens=50000000"], target=fresh, rc=130,
+         interrupt_delay=8.0, expect="interrupted"),
     # ---- eval_tasks.py
     Case("eval --tasks= (empty)", "eval_tasks.py",
          lambda e: [f"--workdir={e.bpe}", "--tasks="], target=lambda e: e.bpe,
          expect="--tasks: no task names given"),
     Case("eval --pairs=0", "eval_tasks.py", lambda e: [f"--workdir={e.bpe}", "--pairs=0"],
-         target=lambda e: e.bpe, expect="0 is not >= 1"),
+         target=lambda e: e.bpe, expect="0 is not a positive integer"),
     Case("eval --tasks=not_a_task", "eval_tasks.py",
          lambda e: [f"--workdir={e.bpe}", "--tasks=not_a_task"], target=lambda e: e.bpe,
          expect="unknown task(s) not_a_task"),
@@ -353,6 +367,8 @@ def train_base(tmp: Path) -> tuple[Path, Path, Path]:
 def main(argv) -> None:
   only = next((a.split("=", 1)[1] for a in argv if a.startswith("--only=")), None)
   keep = "--keep" in argv
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)  # orbax's warnings when this script loads a run
   tmp = Path(tempfile.mkdtemp(prefix="hostile-"))
   t0 = time.time()
   config, base_run, base_bpe = train_base(tmp)
@@ -369,13 +385,15 @@ def main(argv) -> None:
       case.setup(env)
       target = case.target(env)
       before = tree_sha256(target)
-      rc, out, err = run(case.binary, case.args(env), case.extra_env, case.interrupt_after)
+      rc, out, err = run(case.binary, case.args(env), case.extra_env, case.interrupt_after,
+                         case.interrupt_delay)
       after = tree_sha256(target)
     finally:
       stop_busy(env)
     err_lines = err.strip().splitlines()
     if case.rc == 0:  # a recovery: the note is on stdout, stderr stays empty
-      shown = [line for line in out.splitlines() if case.expect in line][:1] or out.splitlines()[-1:]
+      shown = ([line for line in out.splitlines() if case.expect in line][:1]
+               or out.splitlines()[-1:])
       ok = rc == 0 and not err_lines and bool(shown) and case.expect in shown[0]
     else:
       shown = err_lines
@@ -396,7 +414,8 @@ def main(argv) -> None:
   print("|---|---|---|---|---|---|---|---|")
   print("\n".join(rows))
   print(f"\n(sha256 of the directory the case points at: the run, or for a fresh --workdir the "
-        f"path that must not appear; recoveries print their note on stdout; {time.time() - t0:.0f}s)")
+        f"path that must not appear; recoveries print their note on stdout; "
+        f"{time.time() - t0:.0f}s)")
   if not keep:
     shutil.rmtree(tmp, ignore_errors=True)
   print(f"hostile_inputs_ok: {passed}/{len(cases)}")

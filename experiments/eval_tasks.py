@@ -6,6 +6,7 @@ Prints a table and writes JSON (default: WORKDIR/task_eval.json).
 """
 
 import os
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

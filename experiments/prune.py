@@ -8,6 +8,7 @@ in ``sparsejax.prune_run``.
 """
 
 import os
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

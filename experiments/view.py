@@ -4,6 +4,7 @@
 """
 
 import os
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

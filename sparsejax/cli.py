@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import Callable
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -37,12 +39,13 @@ def parse_flags(argv):
     flag = flags.FLAGS[name]
     if _is_config_file_flag(flag):
       try:
-        flag.value.to_dict  # an unloadable file is kept as a value that raises IOError when read
-      except OSError as e:
+        getattr(flag.value, "to_dict", None)  # an unloadable file is kept as a value that raises
+      except OSError as e:                    # IOError when read
         _exit(f"error: --{name}={_config_path(flag)}: cannot load the config file "
               f"({_errno_reason(e)})", EXIT_USER_ERROR)
-      except AttributeError:
-        pass
+      if flag.value is not None and not isinstance(flag.value, ml_collections.ConfigDict):
+        _exit(f"error: --{name}={_config_path(flag)}: get_config() returned "
+              f"{type(flag.value).__name__}, expected a ConfigDict", EXIT_USER_ERROR)
   return parsed
 
 
@@ -100,6 +103,11 @@ def _flag_error(e: BaseException, argv) -> str | None:
   if isinstance(origin, SyntaxError):
     return f"{origin.filename} line {origin.lineno}: {origin.msg}"
   files = _config_files(argv)
+  if "must have a value other than None" in str(e):  # a required config file returned None
+    for name in flags.FLAGS:
+      flag = flags.FLAGS[name]
+      if _is_config_file_flag(flag) and f"--{name} must have" in str(e) and flag.present:
+        return f"--{name}={_config_path(flag)}: get_config() returned None, expected a ConfigDict"
   for frame in reversed(traceback.extract_tb(origin.__traceback__)):
     if os.path.abspath(frame.filename) in files:
       return f"{frame.filename} line {frame.lineno}: {type(origin).__name__}: {_clean(origin)}"
@@ -128,6 +136,10 @@ def run(main: Callable) -> None:
   """``app.run(main)`` with quiet library logs (orbax logs every save at INFO and its failures with
   thread tracebacks; ``--verbosity=0`` shows them) and the error policy above."""
 
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
+  if not any(a == "--verbosity" or a.startswith(("--verbosity=", "-v=")) for a in sys.argv):
+    logging.set_verbosity(logging.ERROR)  # also while flags are parsed (config files run then)
+
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -140,6 +152,11 @@ def run(main: Callable) -> None:
     except UserError as e:
       _exit(f"error: {_clean(e)}", EXIT_USER_ERROR)
     except KeyboardInterrupt as e:
-      _exit(str(e) if str(e) else "interrupted", EXIT_INTERRUPTED)
+      # os._exit: an interrupt can land while XLA compiles or orbax reads in other threads, and
+      # finalizing the interpreter under them can crash. Writes are atomic, and training has
+      # saved its checkpoint and closed orbax before Interrupted gets here.
+      sys.stdout.flush()
+      print(str(e) if str(e) else "interrupted", file=sys.stderr, flush=True)
+      os._exit(EXIT_INTERRUPTED)
 
   app.run(wrapped, flags_parser=parse_flags)

@@ -7,6 +7,7 @@ import pytest
 from sparsejax.data import dataset as data
 from sparsejax.data import sources
 from sparsejax.data.dataset import DataConfig
+from sparsejax.utils.errors import FileFormatError
 
 
 def small_data(**kw) -> DataConfig:
@@ -167,7 +168,7 @@ def test_too_little_user_text_for_the_bpe_names_the_corpus_size(tmp_path):
   cfg = DataConfig(builtin_weight=0.0, files_weight=1.0, files=str(path), train_tokens=5_000,
                    eval_tokens=500)
   with pytest.raises(sources.CorpusError, match=r"^data\.bpe_vocab_size: the corpus text "
-                     r"\([\d,]+ characters in 1 documents\) supports only \d+ BPE tokens, 2048 "
+                     r"\([\d,]+ characters in 1 document\) supports only \d+ BPE tokens, 2048 "
                      r"were requested"):
     data.prepare(cfg, str(tmp_path / "data"), lambda _: None)
 
@@ -208,3 +209,16 @@ def test_a_small_source_gets_a_held_out_document(tmp_path):
   assert ds.tokenizer.decode(np.asarray(ds.eval[0])) == held + "<|endoftext|>"
   train_docs = ds.tokenizer.decode(np.asarray(ds.train[0])).split("<|endoftext|>")[:-1]
   assert sorted(train_docs) == sorted(d for d in docs if d != held)
+
+
+def test_a_damaged_manifest_is_named(tmp_path):
+  d = tmp_path / "data"
+  data.prepare(small_data(), str(d), lambda _: None)
+  (d / "manifest.json").write_text('{"config": ')
+  with pytest.raises(FileFormatError, match=rf"^{d / 'manifest.json'}: not valid JSON \(line 1 "
+                     "column 12: Expecting value\\); expected a data manifest$"):
+    data.prepare(small_data(), str(d), lambda _: None)
+  (d / "manifest.json").write_text('{"config": {}}')
+  with pytest.raises(FileFormatError, match=rf"^{d / 'manifest.json'}: not a data manifest "
+                     r"\(KeyError: 'sources'\)"):
+    data.load(str(d))

@@ -59,7 +59,7 @@ def test_eval_tasks_unknown_task_is_a_clear_error(run_dir):
 
 @pytest.mark.parametrize("flag, message", [
     ("--tasks=", "error: --tasks: no task names given (use 'all' or a comma-separated list)"),
-    ("--pairs=0", "error: bad flag: flag --pairs=0: 0 is not >= 1"),
+    ("--pairs=0", "error: bad flag: flag --pairs=0: 0 is not a positive integer"),
 ])
 def test_eval_tasks_empty_selection_is_one_line(run_dir, flag, message):
   """Used to be "max() arg is an empty sequence"."""
@@ -119,7 +119,8 @@ def test_viewer_shows_only_the_last_pruning_at_its_own_step(run_dir, tmp_path):
   page = index.read_text()
   assert f"run {work} at step 2:" in page and "if_equals" not in page
   assert "Training curve" not in page
-  assert any(line.startswith(f"view: no training curve ({work / 'metrics.jsonl'}:") for line in lines)
+  assert any(line.startswith(f"view: no training curve ({work / 'metrics.jsonl'}:")
+             for line in lines)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -159,3 +160,4 @@ def test_viewer_names_a_pruning_file_that_is_not_json(run_dir, tmp_path, name):
   (out / name).write_text('{"tasks": ')
   res = run_binary("view.py", f"--workdir={run_dir}", f"--prune_dir={out}")
   assert one_error_line(res).startswith(f"error: {out / name}: not valid JSON (line 1 column 11")
+

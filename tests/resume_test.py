@@ -288,10 +288,11 @@ FULL_DISK_SCRIPT = """
 set -e
 mount -t tmpfs -o size=1400k tmpfs "$MNT"
 set +e
-"$PY" experiments/train.py --config="$CONFIG" --workdir="$MNT/run" > "$OUT/full.out" 2> "$OUT/full.err"
+TRAIN="$PY experiments/train.py --config=$CONFIG --workdir=$MNT/run"
+$TRAIN > "$OUT/full.out" 2> "$OUT/full.err"
 echo $? > "$OUT/full.rc"
 mount -o remount,size=8m "$MNT"
-"$PY" experiments/train.py --config="$CONFIG" --workdir="$MNT/run" > "$OUT/resume.out" 2> "$OUT/resume.err"
+$TRAIN > "$OUT/resume.out" 2> "$OUT/resume.err"
 echo $? > "$OUT/resume.rc"
 cp -r "$MNT/run" "$OUT/run"
 """
@@ -328,7 +329,8 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker.write_text("not a directory")
   res = run_binary(config, blocker / "run")
   assert res.returncode == 1
-  assert one_error_line(res) == f"error: workdir {blocker / 'run'} is not writable (Not a directory)"
+  assert one_error_line(res) == (f"error: workdir {blocker / 'run'} is not writable (Not a "
+                                 "directory)")
   assert blocker.read_text() == "not a directory"
 
 

@@ -153,3 +153,22 @@ def test_device_mismatch_is_refused_before_anything_is_written(tmp_path, overrid
   assert res.stderr.strip().splitlines()[0].startswith(message), res.stderr[-2000:]
   assert len(res.stderr.strip().splitlines()) == 1
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("delay", [0.5, 8.0])
+def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(tmp_path, delay):
+  """Ctrl-C while JAX is imported or while the data is built (a BPE on 20M characters takes
+  longer than the delay): exit 130, one line, and the half-built workdir is removed."""
+  import signal
+  import time
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "train.py"),
+                           "--config=experiments/configs/tiny.py", f"--workdir={workdir}",
+                           "--config.data.tokenizer_train_chars=20000000",
+                           "--config.data.train_tokens=50000000"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(delay)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert (proc.returncode, err) == (130, "interrupted\n"), (proc.returncode, err[-2000:])
+  assert not workdir.exists()

@@ -28,7 +28,7 @@ from sparsejax.tasks.batch import TaskBatch, encode_pairs
 from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
 from sparsejax.model.gpt import merge, rms
 from sparsejax.train.runs import TrainedRun
-from sparsejax.utils.errors import ConfigError
+from sparsejax.utils.errors import ConfigError, PathError
 from sparsejax.utils.files import atomic_save_npy, atomic_write_json, remove_stale_files
 
 
@@ -156,8 +156,9 @@ class Pruner:
     try:
       os.makedirs(cache_dir, exist_ok=True)
       atomic_save_npy(path, means)
-    except OSError as e:  # a read-only run: pruning it does not need the cache
-      self.progress(f"prune: node means not cached ({path}: {e.strerror or e})")
+    except (OSError, PathError) as e:  # a read-only run: pruning it does not need the cache
+      reason = getattr(e, "strerror", None) or e
+      self.progress(f"prune: node means not cached ({path}: {reason})")
     return means
 
   def _with_rms(self, arrays: dict) -> dict:

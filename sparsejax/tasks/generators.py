@@ -25,6 +25,17 @@ import random
 from typing import Callable, Sequence
 
 from sparsejax.data import corpus
+from sparsejax.utils.errors import UserError
+
+
+class UnknownTaskError(UserError, KeyError):
+  """A task name that is not one of the 20 (a KeyError for callers that look names up)."""
+
+  __str__ = UserError.__str__  # KeyError would quote the message
+
+
+class TaskPairsError(UserError, RuntimeError):
+  """A task cannot supply as many distinct pairs as were asked for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +67,7 @@ class Task:
       p = self.pair(seed, index)
       index += 1
       if index > 200 * n + 1000:
-        raise RuntimeError(f"task {self.name}: cannot find {n} distinct {split} pairs")
+        raise TaskPairsError(f"task {self.name}: cannot find {n} distinct {split} pairs")
       key = (p.context_a, p.context_b)
       if key in seen or _split_of(p) != split:
         continue
@@ -356,7 +367,7 @@ TASK_NAMES = tuple(TASKS)
 
 def get_task(name: str) -> Task:
   if name not in TASKS:
-    raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
+    raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
   return TASKS[name]
 
 
@@ -368,5 +379,6 @@ def resolve_names(names: str | Sequence[str] | None) -> list[str]:
     names = [n.strip() for n in names.split(",") if n.strip()]
   unknown = [n for n in names if n not in TASKS]
   if unknown:
-    raise KeyError(f"unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(TASK_NAMES)}")
+    raise UnknownTaskError(f"unknown task(s) {', '.join(unknown)}; valid tasks: "
+                           f"{', '.join(TASK_NAMES)}")
   return list(names)

@@ -58,11 +58,11 @@ def _ignore_orphaned_callbacks() -> None:
   """Silences the callbacks of reads and writes abandoned by a failed restore or save.
 
   When one array of a restore (or save) fails, orbax's event loop ends while TensorStore still
-  completes the other reads (writes); each completion then calls ``loop.call_soon_threadsafe`` on the closed loop and
-  Python prints "RuntimeError: Event loop is closed" with a traceback through
-  ``sys.unraisablehook`` -- hundreds of lines, seconds after the restore returned. Only that
-  exact event (no object, RuntimeError "Event loop is closed") is dropped; everything else still
-  reaches the previous hook.
+  completes the other reads (writes); each completion then calls ``loop.call_soon_threadsafe``
+  on the closed loop, and Python prints "RuntimeError: Event loop is closed" with a traceback
+  through ``sys.unraisablehook`` -- hundreds of lines, seconds after the restore returned. Only
+  that exact event (no object, RuntimeError "Event loop is closed") is dropped; everything else
+  still reaches the previous hook.
   """
   previous = sys.unraisablehook
   if getattr(previous, "_sparsejax_filter", False):
@@ -87,9 +87,11 @@ def _reason(e: BaseException) -> str:
   if code:
     return os.strerror(int(code.group(1)))
   status = re.match(r"([A-Z_]{4,}): ", text)
-  item = re.search(r'Error (?:reading|opening) "([^"]+)"', text)
+  item = re.search(r'Error reading "([^"]+)"', text)
   if status and item:
     return f"{status.group(1)} reading {item.group(1)}"
+  if status:
+    return f"{status.group(1)}: {text.splitlines()[0][len(status.group(0)):][:100]}"
   if "error while reading array" in text:
     return "array data cannot be read"
   first = text.splitlines()[0] if text else ""

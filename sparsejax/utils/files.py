@@ -30,15 +30,18 @@ def temp_path(path: str | os.PathLike) -> str:
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-  """Writes ``data`` (text as UTF-8) to ``path`` atomically."""
+  """Writes ``data`` (text as UTF-8) to ``path`` atomically. A failure (no such directory, no
+  permission, a full disk) is a :class:`PathError` naming ``path``; the old file is untouched."""
   tmp = temp_path(path)
   try:
     with open(tmp, "wb") as f:
       f.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError):
+      raise PathError(f"{os.fspath(path)} could not be written ({os_reason(e)})") from None
     raise
 
 
@@ -156,7 +159,8 @@ def lock_directory(directory: str | os.PathLike) -> Iterator[bool]:
     os.close(fd)
 
 
-def remove_stale_files(directory: str | os.PathLike, keep: Iterable[str], pattern: str) -> list[str]:
+def remove_stale_files(directory: str | os.PathLike, keep: Iterable[str],
+                       pattern: str) -> list[str]:
   """Removes the files in ``directory`` matching ``pattern`` whose names are not in ``keep``:
   what an earlier run wrote and this one did not (a task pruned before, not now). Call it after
   writing the new files, so that a crash in between leaves the old set plus the new, never
