@@ -137,7 +137,8 @@ def run(main: Callable) -> None:
   thread tracebacks; ``--verbosity=0`` shows them) and the error policy above."""
 
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
-  if not any(a == "--verbosity" or a.startswith(("--verbosity=", "-v=")) for a in sys.argv):
+  verbosity = ("--verbosity", "-v", "--verbosity=", "-v=")
+  if not any(a in verbosity[:2] or a.startswith(verbosity[2:]) for a in sys.argv):
     logging.set_verbosity(logging.ERROR)  # also while flags are parsed (config files run then)
 
   def wrapped(argv):

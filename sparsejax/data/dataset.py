@@ -250,9 +250,10 @@ def make_tokenizer(cfg, weights: dict[str, float],
     except tok_lib.TokenizerError as e:
       raise sources.CorpusError(
           f"data.bpe_vocab_size: the corpus text ({count[1]:,} characters in {count[0]:,} "
-          f"document{'' if count[0] == 1 else 's'}) supports only {e.learned + 1} BPE tokens, {cfg.bpe_vocab_size} were "
-          "requested; add text (data.files, data.builtin_weight), lower data.bpe_vocab_size "
-          "and model.vocab_size together, or use data.tokenizer=bytes") from None
+          f"document{'' if count[0] == 1 else 's'}) supports only {e.learned + 1} BPE tokens, "
+          f"{cfg.bpe_vocab_size} were requested; add text (data.files, data.builtin_weight), "
+          "lower data.bpe_vocab_size and model.vocab_size together, or use "
+          "data.tokenizer=bytes") from None
   if cfg.tokenizer == "tinypython":
     return tok_lib.load_tinypython(cfg.tokenizer_path)
   if cfg.tokenizer == "file":
