@@ -41,6 +41,9 @@ def test_statements_are_built_at_indent_0_and_indent_their_blocks_once(statement
     # same lines indented once are a valid block body.
     ast.parse("\n".join(lines))
     ast.parse("if True:\n" + "\n".join(corpus.indent(lines)))
+    # A block (or a bracket continued on the next line) indents by exactly one level.
+    widths = [len(line) - len(line.lstrip(" ")) for line in lines if line.strip()]
+    assert all(b - a == 4 or b <= a for a, b in zip(widths, widths[1:])), lines
 
 
 def test_functions_and_classes_indent_their_bodies_once():
