@@ -243,3 +243,15 @@ def test_task_table_shows_both_splits_and_flags():
   doc = evaluation.report(7, results, 0.15)
   assert doc["splits"] == ["test", "ood"] and doc["split"] == "test"
   assert set(doc["flags"]) == {"last_token_differs"}
+
+
+def test_readme_tasks_example_runs(capsys):
+  import re
+  from pathlib import Path
+  text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  section = text[text.index("## The 20 tasks"):]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  env: dict = {}
+  exec(compile(code, "README.md", "exec"), env)
+  assert len(env["pairs"]) == 100 and env["task"].name == "bracket_counting"
+  assert "Close a list by its nesting depth" in capsys.readouterr().out
