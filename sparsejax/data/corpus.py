@@ -545,7 +545,8 @@ _LAMBDA_FORMS = Table({  # (g, name, first argument, second argument) -> lines
     lambda g, name, a, b: [f"{(src := g.plural())} = sorted({src}, key=lambda {a}: "
                            f"{g.one_arg_body(a)})"]: 2,
     lambda g, name, a, b: [f"def {name}({a}):", *indent([f"return {g.one_arg_body(a)}"])]: 2,
-    lambda g, name, a, b: [f"def {name}({a}, {b}):", *indent([f"return {g.two_arg_body(a, b)}"])]: 1,
+    lambda g, name, a, b: [f"def {name}({a}, {b}):",
+                           *indent([f"return {g.two_arg_body(a, b)}"])]: 1,
 })
 
 

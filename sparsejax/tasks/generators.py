@@ -212,8 +212,9 @@ def if_ternary(d: Draw) -> TaskPair:
   a = d.literal()
   head, ind = d.opening()
   head += f"{ind}{var} = {d.number()}\n"
-  return TaskPair(f"{head}{ind}{target} = {a} if {cond}", f"{head}{ind}{target} = {a}\n{ind}if {cond}",
-                  f" else {d.literal()}\n", f":\n{ind}    {target} = {d.literal()}\n")
+  assign = f"{head}{ind}{target} = {a}"
+  return TaskPair(f"{assign} if {cond}", f"{assign}\n{ind}if {cond}", f" else {d.literal()}\n",
+                  f":\n{ind}    {target} = {d.literal()}\n")
 
 
 @task("var_swap", max_edit=3,

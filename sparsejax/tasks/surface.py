@@ -119,7 +119,7 @@ def weighted(rng: random.Random, table: dict):
 
 
 class Draw:
-  """The random choices of one pair: ``Draw(rng, ood=...)`` picks from :data:`IID` or :data:`OOD`."""
+  """The random choices of one pair, from :data:`IID` or (``ood=True``) :data:`OOD`."""
 
   def __init__(self, rng: random.Random, *, ood: bool = False):
     self.r = rng
@@ -205,9 +205,11 @@ class Draw:
     if level == 0:
       return head, ""
     if self.ood:
-      blocks = [f"def {self.func_name()}({', '.join(self.sample(self.v.names, self.randint(0, 1)))}):",
-                self.pick((f"if {self.pick(self.v.flags)}:", f"while not {self.pick(self.v.flags)}:",
-                           f"for {self.noun()} in {self.plural(self.noun())}:"))]
+      name = self.func_name()
+      args = ", ".join(self.sample(self.v.names, self.randint(0, 1)))
+      inner = (f"if {self.pick(self.v.flags)}:", f"while not {self.pick(self.v.flags)}:",
+               f"for {self.noun()} in {self.plural(self.noun())}:")
+      blocks = [f"def {name}({args}):", self.pick(inner)]
     else:
       args = ", ".join(self.sample(self.v.names, self.randint(0, 2)))
       noun = self.noun()
