@@ -255,3 +255,22 @@ def test_readme_tasks_example_runs(capsys):
   exec(compile(code, "README.md", "exec"), env)
   assert len(env["pairs"]) == 100 and env["task"].name == "bracket_counting"
   assert "Close a list by its nesting depth" in capsys.readouterr().out
+
+
+def test_evaluate_cuts_calls_to_their_longest_context_without_changing_scores():
+  from conftest import tiny_config
+  from sparsejax.train.step import init_model
+  cfg = tiny_config()  # block_size 32, vocab 64, position embeddings (padding must not leak)
+  graphdef, params, buffers = init_model(cfg, seed=0)
+  rng = np.random.default_rng(0)
+  N, T = 40, 32
+  last = rng.integers(2, T, size=(N, 2)).astype(np.int32)
+  last[:30] = rng.integers(2, 8, size=(30, 2))  # mostly short contexts, a few long ones
+  tokens = rng.integers(1, 64, size=(N, 2, T)).astype(np.int32)
+  tokens[np.arange(T)[None, None] > last[..., None]] = 0  # right-padded, as encode_pairs does
+  correct = rng.integers(0, 64, size=(N, 2)).astype(np.int32)
+  batch = batch_lib.TaskBatch(tokens, last, correct, (correct + 1) % 64)
+  whole = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=T)
+  cut = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=8)
+  assert cut["t"]["accuracy"] == whole["t"]["accuracy"] and cut["t"]["pairs"] == N
+  np.testing.assert_allclose(cut["t"]["loss"], whole["t"]["loss"], rtol=1e-5)

@@ -57,16 +57,25 @@ def _score(graphdef, params, buffers, tokens_NST, last_NS, correct_NS, alt_NS):
   return loss, right
 
 
-def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64) -> dict:
-  """{task: {"loss", "accuracy", "pairs"}} with the official per-sequence binary loss."""
+def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64,
+             bucket: int = 32) -> dict:
+  """{task: {"loss", "accuracy", "pairs"}} with the official per-sequence binary loss.
+
+  Pairs are scored shortest first, ``chunk`` pairs per call, each call cut to its longest context
+  rounded up to a multiple of ``bucket`` (causal attention: the padding after a sequence's last
+  token cannot change its logits). Calls thus have at most seq_len / bucket shapes (compiles),
+  and a split of mostly short contexts does not pay for its longest one.
+  """
   results = {}
   for name, b in batches.items():
     losses, rights = [], []
-    for start in range(0, len(b.tokens), chunk):
-      sl = slice(start, start + chunk)
-      tok, last, cor, alt = b.tokens[sl], b.last[sl], b.correct[sl], b.alt[sl]
+    order = np.argsort(b.last.max(axis=1), kind="stable")
+    for start in range(0, len(order), chunk):
+      idx = order[start:start + chunk]
+      T = min(b.seq_len, -(-(int(b.last[idx].max()) + 1) // bucket) * bucket)
+      tok, last, cor, alt = b.tokens[idx, :, :T], b.last[idx], b.correct[idx], b.alt[idx]
       n = len(tok)
-      if n < chunk:  # pad the chunk so every call has one shape (one compile)
+      if n < chunk:  # pad the chunk so calls of one length have one shape (one compile)
         pad = ((0, chunk - n),) + ((0, 0),) * (tok.ndim - 1)
         tok, last = np.pad(tok, pad), np.pad(last, pad[:2])
         cor, alt = np.pad(cor, pad[:2]), np.pad(alt, pad[:2])
