@@ -90,8 +90,9 @@ def set_or_string_fixedvarname(d: Draw) -> TaskPair:
 
 @task("class_init", max_edit=4, same_length=False,
       description="In `__init__`, `self.x =` copies the argument of the same name; the contexts "
-      "end on `self.a =` vs `self.b =` with the same arguments, so they differ in one attribute "
-      "(a held-out attribute can be more than one token).")
+      "end on `self.a =` vs `self.b =` with the same arguments, so they differ in one attribute. "
+      "On ood a held-out attribute can be several tokens (up to 4 apart), and its first token, "
+      "the decisive one, can be a bare space.")
 def class_init(d: Draw) -> TaskPair:
   n_extra = d.randint(1, 3) if d.ood else d.randint(0, 2)
   attrs = d.sample(d.v.attrs, n_extra + 2)
