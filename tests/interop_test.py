@@ -1,5 +1,5 @@
-"""Released-model interop: the code-free checkpoint reader, the official-name mapping, logits parity
-with the official forward pass, export back, and the whole import → evaluate → prune → view path.
+"""Released-model interop: the code-free checkpoint reader, the official-name mapping, logits
+parity with the official forward pass, export back, and import → evaluate → prune → view.
 
 Fixtures (tests/data/official/, from the official inference code on random weights): two model
 directories with the official logits on fixed tokens, and four released ``beeg_config.json`` files.

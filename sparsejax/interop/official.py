@@ -348,8 +348,8 @@ def find_checkpoint(src: str) -> str:
     raise FileFormatError(f"{src} has no {CHECKPOINT_STEM}.pt (or {', '.join(SUFFIXES[1:])}); "
                           "expected an official model directory")
   if len(found) > 1:
-    raise FileFormatError(f"{src} has several checkpoints ({', '.join(map(os.path.basename, found))}"
-                          "); keep one")
+    names = ", ".join(map(os.path.basename, found))
+    raise FileFormatError(f"{src} has several checkpoints ({names}); keep one")
   return found[0]
 
 

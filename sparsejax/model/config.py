@@ -8,9 +8,9 @@ The official ``GPTConfig`` is a dataclass that rejects unknown keywords, so
 :func:`save_beeg_config` writes only the official fields (:data:`OFFICIAL_FIELDS`, plus the keys
 the official ``load_model`` pops before building it) to ``beeg_config.json``; everything else —
 sparsejax-only fields (``nope``, ``compute_dtype``, ...) and keys of released configs that no field
-matches (``pfrac``, ``expansion_factor``, ...) — goes to a side file ``beeg_config.sparsejax.json``
-next to it. :func:`load_beeg_config` reads both, so a save → load round trip loses nothing. Keys
-neither side knows are kept in ``GPTConfig.extra`` and reported.
+matches (``pfrac``, ``expansion_factor``, ...) — goes to a side file
+``beeg_config.sparsejax.json`` next to it. :func:`load_beeg_config` reads both, so a save → load
+round trip loses nothing. Keys neither side knows are kept in ``GPTConfig.extra`` and reported.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ KNOWN_EXTRA_KEYS = (
 )
 
 # Fields of the official ``circuit_sparsity`` ``GPTConfig`` (inference/gpt.py), the only keys its
-# constructor accepts. Every other GPTConfig field here is sparsejax-only (written to the side file).
+# constructor accepts. Every other GPTConfig field here is sparsejax-only (saved in the side file).
 OFFICIAL_FIELDS = (
     "block_size", "vocab_size", "n_layer", "n_head", "d_head", "d_model", "dropout", "bias",
     "ln_bias", "rms_norm", "residual_activation_type", "activation_type", "afrac",
