@@ -24,7 +24,7 @@ import pytest
 
 from sparsejax.interop import official, run_io, torch_format
 from sparsejax.interop.state_dict import read_state_dict, write_state_dict
-from sparsejax.model.config import GPTConfig, load_beeg_config
+from sparsejax.model.config import load_beeg_config
 from sparsejax.model.gpt import merge, sinusoidal_positions
 from sparsejax.train.runs import RunError, load_run
 from sparsejax.train.step import init_model

@@ -128,7 +128,7 @@ def official_shapes(cfg: GPTConfig, trees: dict | None = None) -> dict[str, tupl
   shapes = {}
   for e in official_entries(cfg):
     if e.collection is not None:
-      shape = _get(trees[e.collection], e.path).shape
+      shape = tree_get(trees[e.collection], e.path).shape
       shapes[e.name] = shape[::-1] if e.transpose else shape
   shapes["transformer.wpe.weight"] = (cfg.block_size, cfg.d_pos_emb or cfg.d_model)
   shapes["lm_head.weight"] = (cfg.vocab_size, cfg.d_model)
@@ -145,16 +145,11 @@ def template(cfg: GPTConfig) -> dict[str, Any]:
   return {"params": nnx.to_pure_dict(params), "buffers": nnx.to_pure_dict(buffers)}
 
 
-def _get(tree, path):
+def tree_get(tree, path):
+  """The leaf of a nested dict at ``path``."""
   for k in path:
     tree = tree[k]
   return tree
-
-
-def _set(tree, path, value):
-  for k in path[:-1]:
-    tree = tree[k]
-  tree[path[-1]] = value
 
 
 def _leaf_paths(tree, prefix=()) -> list[tuple]:
@@ -318,7 +313,7 @@ def to_official(params: Mapping, buffers: Mapping, cfg: GPTConfig) -> dict[str, 
   out = {}
   for e in official_entries(cfg):
     if e.collection is not None:
-      value = np.asarray(_get(trees[e.collection], e.path), np.float32)
+      value = np.asarray(tree_get(trees[e.collection], e.path), np.float32)
       out[e.name] = np.ascontiguousarray(value.T) if e.transpose else value
     elif e.name == "transformer.wpe.weight":
       out[e.name] = np.zeros((cfg.block_size, cfg.d_model), np.float32)

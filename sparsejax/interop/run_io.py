@@ -190,7 +190,7 @@ def _verify(workdir: str, model: official.OfficialModel) -> None:
   trees = {"params": run.params, "buffers": run.buffers}
   for name, row in model.report.matrices.items():
     e = entries[name]
-    got = int(np.count_nonzero(official._get(trees[e.collection], e.path)))
+    got = int(np.count_nonzero(official.tree_get(trees[e.collection], e.path)))
     if got != row["nonzero"]:
       raise RuntimeError(f"import: {name} has {got} nonzeros in the written run, "
                          f"{row['nonzero']} in the checkpoint")
