@@ -3,6 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sparsejax.tasks import batch as batch_lib
+from sparsejax.tasks import evaluation
 from sparsejax.tasks import generators as tasks
 from sparsejax.data import tokenizer as tok_lib
 from sparsejax.data.dataset import make_tokenizer, source_weights
@@ -54,7 +56,7 @@ def test_task_pairs_are_valid_deterministic_and_minimal(name, default_tokenizer)
     reordered = (sorted((p.context_a + p.completion_a).split("\n"))
                  == sorted((p.context_b + p.completion_b).split("\n")))
     assert (len(mid_a) <= 40 and len(mid_b) <= 40) or reordered, (p.context_a, p.context_b)
-  batch = tasks.encode_pairs(task, train + test, default_tokenizer)
+  batch = batch_lib.encode_pairs(task, train + test, default_tokenizer)
   assert (batch.correct[:, 0] == batch.alt[:, 1]).all() and (batch.correct != batch.alt).all()
   # Surrounding code varies: many distinct context lengths.
   assert len(set(batch.last[:, 0].tolist())) >= 8
@@ -64,9 +66,9 @@ def test_task_pairs_are_valid_deterministic_and_minimal(name, default_tokenizer)
 
 
 def test_inexpressible_task_names_the_task_and_string():
-  with pytest.raises(tasks.TaskExpressionError, match=r"task single_double_quote: '\"\)\\n' is "
+  with pytest.raises(batch_lib.TaskExpressionError, match=r"task single_double_quote: '\"\)\\n' is "
                      r"not a single token"):
-    tasks.encode_pairs(tasks.get_task("single_double_quote"),
+    batch_lib.encode_pairs(tasks.get_task("single_double_quote"),
                        tasks.get_task("single_double_quote").pairs(3), tok_lib.ByteTokenizer())
 
 
@@ -79,7 +81,7 @@ def test_unknown_task_lists_valid_ones():
 def test_pair_loss_matches_hand_computation():
   # One pair; V = 4; sequence A: correct 1 alt 2, sequence B: correct 2 alt 1.
   logits = jnp.array([[[0.0, 2.0, 0.5, 9.0], [0.0, 1.0, -1.0, 9.0]]])
-  loss, right = tasks.pair_loss(logits, jnp.array([[1, 2]]), jnp.array([[2, 1]]))
+  loss, right = evaluation.pair_loss(logits, jnp.array([[1, 2]]), jnp.array([[2, 1]]))
   want_a = -np.log(np.exp(2.0) / (np.exp(2.0) + np.exp(0.5)))
   want_b = -np.log(np.exp(-1.0) / (np.exp(-1.0) + np.exp(1.0)))
   np.testing.assert_allclose(np.asarray(loss), [[want_a, want_b]], rtol=1e-6)
@@ -89,13 +91,13 @@ def test_pair_loss_matches_hand_computation():
 
 def test_a_model_that_always_prefers_one_token_gets_half(default_tokenizer):
   task = tasks.get_task("var_swap")
-  batch = tasks.encode_pairs(task, task.pairs(50), default_tokenizer)
+  batch = batch_lib.encode_pairs(task, task.pairs(50), default_tokenizer)
   V = default_tokenizer.vocab_size
   # Always prefer the token that is correct for context A.
   logits = np.zeros((50, 2, V), np.float32)
   for i in range(50):
     logits[i, :, batch.correct[i, 0]] = 5.0
-  loss, right = tasks.pair_loss(jnp.asarray(logits), jnp.asarray(batch.correct),
+  loss, right = evaluation.pair_loss(jnp.asarray(logits), jnp.asarray(batch.correct),
                                 jnp.asarray(batch.alt))
   assert float(right.mean()) == 0.5
   np.testing.assert_allclose(float(loss.mean()), (np.log1p(np.exp(-5.0)) + np.log1p(np.exp(5.0)))

@@ -24,6 +24,7 @@ import optax
 from sparsejax.data import dataset as data_lib
 from sparsejax.circuits import prune
 from sparsejax.tasks import generators as tasks_lib
+from sparsejax.tasks.batch import TaskBatch, encode_pairs
 from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
 from sparsejax.model.gpt import merge, rms
 from sparsejax.train.runs import TrainedRun
@@ -34,7 +35,7 @@ def _stable_seed(name: str) -> int:
   return int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "little")
 
 
-def _arrays(batch: tasks_lib.TaskBatch) -> dict:
+def _arrays(batch: TaskBatch) -> dict:
   return {"tokens": batch.tokens, "last": batch.last, "correct": batch.correct, "alt": batch.alt}
 
 
@@ -184,9 +185,9 @@ class Pruner:
     raw = {}
     for name in names:
       task = tasks_lib.get_task(name)
-      raw[name] = (tasks_lib.encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok,
+      raw[name] = (encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok,
                                           max_len),
-                   tasks_lib.encode_pairs(task, task.pairs(cfg.test_pairs, split="test",
+                   encode_pairs(task, task.pairs(cfg.test_pairs, split="test",
                                                            seed=cfg.seed), tok, max_len))
     T = max(b.seq_len for pair in raw.values() for b in pair)
     splits = {}

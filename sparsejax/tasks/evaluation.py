@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.tasks import generators as tasks_lib
+from sparsejax.tasks.batch import encode_pairs
 from sparsejax.model.gpt import merge
 
 
 def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, seed: int = 0,
                  max_len: int | None = None, pad_multiple: int = 16) -> dict:
   """{task: TaskBatch}, all padded to one length (a multiple of ``pad_multiple``)."""
-  out = {name: tasks_lib.encode_pairs(tasks_lib.get_task(name),
+  out = {name: encode_pairs(tasks_lib.get_task(name),
                                       tasks_lib.get_task(name).pairs(n_pairs, split=split,
                                                                      seed=seed),
                                       tokenizer, max_len=max_len) for name in names}
@@ -27,12 +28,25 @@ def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, s
   return {name: b.pad_to(T) for name, b in out.items()}
 
 
+def pair_loss(logits_last_NSV, correct_NS, alt_NS):
+  """The official task loss and accuracy from last-position logits (N pairs, S = 2 sequences).
+
+  Per sequence: binary cross-entropy over just the two candidate tokens,
+  ``-log softmax([l_correct, l_alt])[0] = softplus(l_alt - l_correct)``; the loss is the mean over
+  sequences (both sequences of each pair, then pairs). Written with plain jnp ops so it can be
+  vmapped over tasks. Returns (loss per sequence (N, S), correct-is-preferred (N, S)).
+  """
+  l_c = jnp.take_along_axis(logits_last_NSV, correct_NS[..., None], axis=-1)[..., 0]
+  l_a = jnp.take_along_axis(logits_last_NSV, alt_NS[..., None], axis=-1)[..., 0]
+  return jax.nn.softplus(l_a - l_c), (l_c > l_a)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _score(graphdef, params, buffers, tokens_NST, last_NS, correct_NS, alt_NS):
   model = merge(graphdef, params, buffers)
   N, S, T = tokens_NST.shape
   logits = model(tokens_NST.reshape(N * S, T), positions_B=last_NS.reshape(N * S))
-  loss, right = tasks_lib.pair_loss(logits.reshape(N, S, -1), correct_NS, alt_NS)
+  loss, right = pair_loss(logits.reshape(N, S, -1), correct_NS, alt_NS)
   return loss, right
 
 
