@@ -247,7 +247,10 @@ def from_official(state: Mapping[str, np.ndarray], cfg: GPTConfig, source: str =
     return array
 
   entries = official_entries(cfg)
+  masks = [mask_name(layer) for layer in range(cfg.n_layer)]
   for e in entries:
+    if e.name in masks:  # checked below, whatever the flash setting
+      continue
     if e.name not in state:
       if e.name == "final_logits_bias":
         report.defaulted[e.name] = "zeros (as the official load_model does)"
@@ -277,8 +280,7 @@ def from_official(state: Mapping[str, np.ndarray], cfg: GPTConfig, source: str =
       else:
         report.checked[e.name] = "all zeros (nope=True: no position embedding)"
   # Causal masks may be present whatever the flash setting (the official loader overrides it).
-  for layer in range(cfg.n_layer):
-    name = mask_name(layer)
+  for name in masks:
     if name in state:
       array = fetch(name)
       if array is not None and not np.array_equal(array, causal_mask(cfg.block_size)):
@@ -287,7 +289,7 @@ def from_official(state: Mapping[str, np.ndarray], cfg: GPTConfig, source: str =
         report.checked[name] = "causal mask (derived; not stored)"
   if problems:
     raise CheckpointMismatchError(f"{source} does not fit its config: " + "; ".join(problems))
-  used = {e.name for e in entries} | {mask_name(i) for i in range(cfg.n_layer)}
+  used = {e.name for e in entries} | set(masks)
   report.unused = [k for k in state if k not in used]
   for collection in ("params", "buffers"):  # every leaf of the model is filled
     missing = set(_leaf_paths(trees[collection])) - set(_leaf_paths(out[collection]))
