@@ -264,13 +264,16 @@ def test_evaluate_cuts_calls_to_their_longest_context_without_changing_scores():
   graphdef, params, buffers = init_model(cfg, seed=0)
   rng = np.random.default_rng(0)
   N, T = 40, 32
-  last = rng.integers(2, T, size=(N, 2)).astype(np.int32)
-  last[:30] = rng.integers(2, 8, size=(30, 2))  # mostly short contexts, a few long ones
+  # The 16 shortest pairs (one call) end by position 16, one of them exactly there: a call cut
+  # one token too short would lose it. The others are longer.
+  last = rng.integers(17, T, size=(N, 2)).astype(np.int32)
+  last[:16] = rng.integers(2, 16, size=(16, 2))
+  last[0, 0] = 16
   tokens = rng.integers(1, 64, size=(N, 2, T)).astype(np.int32)
   tokens[np.arange(T)[None, None] > last[..., None]] = 0  # right-padded, as encode_pairs does
   correct = rng.integers(0, 64, size=(N, 2)).astype(np.int32)
   batch = batch_lib.TaskBatch(tokens, last, correct, (correct + 1) % 64)
   whole = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=T)
-  cut = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=8)
+  cut = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=16)
   assert cut["t"]["accuracy"] == whole["t"]["accuracy"] and cut["t"]["pairs"] == N
   np.testing.assert_allclose(cut["t"]["loss"], whole["t"]["loss"], rtol=1e-5)
