@@ -44,6 +44,7 @@ def main():
   cfg = run_config.build(prune.PruneConfig, values, "config")
   names = check_task_names(tasks.resolve_names(_TASKS.value))
   run = load_run(_WORKDIR.value)
+  run.require_tokenizer("pruning")  # a run imported on token ids stops here, in one line
   out = _OUT.value or os.path.join(_WORKDIR.value, "prune")
   check_writable_dir(out, "--out")  # before the pruning work, not after it
   progress = lambda line: print(line, flush=True)

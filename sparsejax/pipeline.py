@@ -24,7 +24,8 @@ from sparsejax.train.metrics import read_metrics
 from sparsejax.train.run_config import build
 from sparsejax.train.runs import RunError, load_run
 from sparsejax.utils.errors import ConfigError, FileFormatError, UserError
-from sparsejax.utils.files import atomic_write_json, read_json, remove_stale_files
+from sparsejax.utils.files import (atomic_write_json, check_writable_dir, read_json,
+                                   remove_stale_files)
 
 SUMMARY_FILE = "summary.json"
 
@@ -38,17 +39,21 @@ def check_task_names(names) -> list[str]:
 
 
 def evaluate_tasks(workdir: str, names, *, pairs: int = 200, target_loss: float = 0.15,
+                   splits=task_eval.EVAL_SPLITS, out: str | None = None,
                    progress: Callable[[str], None] = print) -> dict:
+  """Scores the run on the task splits (test, ood), prints the table and writes ``out`` (default
+  WORKDIR/task_eval.json; checked before the work). Returns {task: result} as
+  :func:`task_eval.evaluate_run`."""
   names = check_task_names(names)
   if pairs < 1:
     raise ConfigError(f"--pairs: must be >= 1, got {pairs}")
+  path = out or os.path.join(workdir, "task_eval.json")
   run = load_run(workdir, progress=progress)
-  batches = task_eval.task_batches(names, run.tokenizer, n_pairs=pairs, split="test",
-                                   max_len=run.config.model.block_size)
-  results = task_eval.evaluate(run.graphdef, run.params, run.buffers, batches)
+  check_writable_dir(os.path.dirname(os.path.abspath(path)), "--out")
+  results = task_eval.evaluate_run(run, names, pairs=pairs, splits=splits, progress=progress)
+  progress(f"run {workdir} at step {run.step}")
   progress(task_eval.format_table(results, target_loss))
-  path = os.path.join(workdir, "task_eval.json")
-  atomic_write_json(path, {"step": run.step, "split": "test", "tasks": results}, indent=2)
+  atomic_write_json(path, task_eval.report(run.step, results, target_loss), indent=2)
   return results
 
 

@@ -28,7 +28,7 @@ class RunError(UserError):
 class TrainedRun:
   workdir: str
   config: RunConfig
-  tokenizer: Tokenizer
+  tokenizer_or_none: Tokenizer | None  # None: a run imported without one (token ids only)
   graphdef: object
   params: dict
   buffers: dict
@@ -37,12 +37,29 @@ class TrainedRun:
   def model(self) -> GPT:
     return merge(self.graphdef, self.params, self.buffers)
 
+  @property
+  def has_tokenizer(self) -> bool:
+    return self.tokenizer_or_none is not None
+
+  @property
+  def tokenizer(self) -> Tokenizer:
+    """The run's tokenizer; stages that need text fail here, in one line, without one."""
+    return self.require_tokenizer("this stage")
+
+  def require_tokenizer(self, stage: str) -> Tokenizer:
+    if self.tokenizer_or_none is None:
+      raise RunError(f"{self.workdir} has no tokenizer, and {stage} needs text: import the model "
+                     "again with --tokenizer_dir=DIR (tinypython_2k's encoder.json and "
+                     "vocab.bpe), or train the run with sparsejax")
+    return self.tokenizer_or_none
+
 
 def load_run(workdir: str, step: int | None = None, *,
              progress: Callable[[str], None] | None = print) -> TrainedRun:
   """The run's config, tokenizer and parameters at ``step`` (default: the newest checkpoint that
   restores; ``progress`` is told when a damaged newer one is skipped). Reads only: a training run
-  may be writing next to it."""
+  may be writing next to it. A run without a tokenizer (imported on token ids) loads; its
+  ``tokenizer`` raises."""
   if not os.path.isdir(workdir):
     raise RunError(f"{workdir} is not a training run ("
                    f"{'not a directory' if os.path.exists(workdir) else 'no such directory'})")
@@ -55,12 +72,10 @@ def load_run(workdir: str, step: int | None = None, *,
   except ConfigError as e:
     raise ConfigError(f"{config_path}: {e}") from None
   tok_path = os.path.join(workdir, "data", data_lib.TOKENIZER_FILE)
-  if not os.path.exists(tok_path):
-    raise RunError(f"{workdir} has no tokenizer ({tok_path})")
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise RunError(f"{workdir} has no checkpoints; train it first")
-  tokenizer = load_tokenizer(tok_path)
+  tokenizer = load_tokenizer(tok_path) if os.path.exists(tok_path) else None
   tx = optim.sparse_adam(cfg.optim, cfg.sparsity, cfg.train.steps)
   graphdef, abstract = train_step.abstract_train_state(cfg.model, tx, seed=cfg.train.seed)
   ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
@@ -70,5 +85,5 @@ def load_run(workdir: str, step: int | None = None, *,
     state, meta = ckpt.restore(abstract, step, note=progress)
   finally:
     ckpt.close(quiet=True)
-  return TrainedRun(workdir, cfg, tokenizer, graphdef, jax.device_get(state.params),
-                    jax.device_get(state.buffers), int(meta["step"]))
+  return TrainedRun(workdir, cfg, tokenizer, graphdef,
+                    jax.device_get(state.params), jax.device_get(state.buffers), int(meta["step"]))
