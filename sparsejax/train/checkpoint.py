@@ -55,14 +55,16 @@ class _OrbaxFilter(py_logging.Filter):
 
 
 def _ignore_orphaned_callbacks() -> None:
-  """Silences the callbacks of reads and writes abandoned by a failed restore or save.
+  """Silences the reads and writes abandoned by a failed restore or save.
 
   When one array of a restore (or save) fails, orbax's event loop ends while TensorStore still
-  completes the other reads (writes); each completion then calls ``loop.call_soon_threadsafe``
+  completes the other reads (writes). Each completion then calls ``loop.call_soon_threadsafe``
   on the closed loop, and Python prints "RuntimeError: Event loop is closed" with a traceback
-  through ``sys.unraisablehook`` -- hundreds of lines, seconds after the restore returned. Only
-  that exact event (no object, RuntimeError "Event loop is closed") is dropped; everything else
-  still reaches the previous hook.
+  through ``sys.unraisablehook``; each future whose TensorStore error nobody awaited is logged by
+  asyncio as "Future exception was never retrieved" with the full TensorStore spec. Hundreds of
+  lines, seconds after the restore returned, how many depending on timing. Only those events are
+  dropped (an unraisable RuntimeError "Event loop is closed" without object; an asyncio record of
+  an unretrieved exception from TensorStore); everything else still reaches the hook and the log.
   """
   previous = sys.unraisablehook
   if getattr(previous, "_sparsejax_filter", False):
@@ -76,6 +78,15 @@ def _ignore_orphaned_callbacks() -> None:
 
   hook._sparsejax_filter = True
   sys.unraisablehook = hook
+  py_logging.getLogger("asyncio").addFilter(_UnretrievedTensorStoreError())
+
+
+class _UnretrievedTensorStoreError(py_logging.Filter):
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (str(record.msg).startswith(("Future exception was never retrieved",
+                                            "Task exception was never retrieved"))
+                and exc is not None and "tensorstore" in str(exc).lower())
 
 
 def _reason(e: BaseException) -> str:
