@@ -26,6 +26,7 @@ from common import device_line
 from sparsejax.data import corpus
 from sparsejax.circuits import prune
 from sparsejax.tasks import generators as tasks_lib
+from sparsejax.tasks.batch import encode_pairs
 from sparsejax.data import tokenizer as tok_lib
 from sparsejax.train import step as train_step
 from sparsejax.model.config import GPTConfig
@@ -73,7 +74,7 @@ def main(argv):
   del argv
   cfg, graphdef, params, buffers, tok = load_model()
   names = list(tasks_lib.TASK_NAMES)[:_N.value]
-  batches = {n: tasks_lib.encode_pairs(tasks_lib.get_task(n),
+  batches = {n: encode_pairs(tasks_lib.get_task(n),
                                        tasks_lib.get_task(n).pairs(64, split="train"), tok,
                                        cfg.block_size) for n in names}
   T = max(b.seq_len for b in batches.values())

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.model import sites as sites_lib
-from sparsejax.tasks import generators as tasks_lib
+from sparsejax.tasks.evaluation import pair_loss
 from sparsejax.model.gpt import merge, with_config
 from sparsejax.model.config import GPTConfig
 from sparsejax.model.sites import PRUNE_SITES
@@ -192,7 +192,7 @@ def circuit_loss(graphdef, params, buffers, layout, mask, values, batch: dict):
   """Mean task loss of a (hard or soft) mask on a dict batch (tokens/last/correct/alt/rms)."""
   logits = circuit_logits(graphdef, params, buffers, layout, mask, values, batch["tokens"],
                           batch["last"], batch.get("rms"))
-  loss, _ = tasks_lib.pair_loss(logits, batch["correct"], batch["alt"])
+  loss, _ = pair_loss(logits, batch["correct"], batch["alt"])
   return loss.mean()
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sparsejax.model.gpt import BATCH_AXES
+from sparsejax.utils.errors import ConfigError
 
 DATA, FSDP = BATCH_AXES  # the model constrains its activations to these axes
 # Environment variables that mark a multi-process launch (explicit coordinator, SLURM, TPU pods,
@@ -50,7 +51,7 @@ def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
   """A (data, fsdp) mesh over ``devices`` (default: all); data = n_devices / fsdp."""
   devices = list(jax.devices() if devices is None else devices)
   if fsdp < 1 or len(devices) % fsdp:
-    raise ValueError(f"train.fsdp: {fsdp} does not divide the {len(devices)} devices")
+    raise ConfigError(f"train.fsdp: {fsdp} does not divide the {len(devices)} devices")
   grid = np.asarray(devices, dtype=object).reshape(len(devices) // fsdp, fsdp)
   return Mesh(grid, (DATA, FSDP))
 
