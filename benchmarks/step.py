@@ -122,6 +122,9 @@ def main(argv):
       "sparse weights": lambda: make_runner(base, sparse, tokens),
       "sparse weights + AbsTopK x8": lambda: make_runner(abstopk, sparse, tokens),
       "dense + AbsTopK x8": lambda: make_runner(abstopk, dense, tokens),
+      # The same selection as one Pallas kernel per site (16-bit rows; interpreted on a CPU).
+      "sparse weights + AbsTopK x8 pallas":
+          lambda: make_runner(abstopk.replace(abstopk_kernel="pallas"), sparse, tokens),
   }
   built = {name: makers[name]() for name in _CONFIGS.value}
   runners = {name: run for name, (run, _) in built.items()}

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from common import device_line, median_time  # noqa: E402
-from sparsejax.sparse import topk  # noqa: E402
+from sparsejax.sparse import topk, topk_pallas  # noqa: E402
 
 _ROWS = flags.DEFINE_integer("rows", 65536, "Rows (tokens).")
 _WIDTHS = flags.DEFINE_list("widths", ["1024", "4096"], "Row widths.")
@@ -56,6 +56,8 @@ def main(argv):
     t_copy = median_time(copy, x, repeats=_REPEATS.value)
     methods = {f"bisect c={p}": (lambda p: lambda x: topk.abs_topk(x, k, candidates_per_pass=p))(
         int(p)) for p in _CANDIDATES.value}
+    if topk_pallas.supported(x.shape, x.dtype):
+      methods["pallas"] = lambda x: topk.abs_topk(x, k, kernel="pallas")
     methods["lax.top_k"] = lambda x: lax_topk(x, k)
     methods["approx_max_k"] = lambda x: approx_topk(x, k)
     ref = np.asarray(jax.jit(methods["lax.top_k"])(x))

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from absl import logging
 
+from sparsejax.sparse.topk import ABSTOPK_KERNELS
 from sparsejax.utils.checks import check_field_types
 from sparsejax.utils.errors import ConfigError
 from sparsejax.utils.files import atomic_write_json, read_json
@@ -137,6 +138,11 @@ class GPTConfig:
   # benchmarks/gpu_suite.sh times both on a GPU.
   scan_layers: bool = False
   abstopk_candidates: int | None = None  # AbsTopK thresholds per search pass; None: by backend
+  # AbsTopK's row selection: "xla" (the search in topk.py, any dtype), "pallas" (one kernel that
+  # reads each row once; 16-bit rows of power-of-two width, else the XLA search; interpreted on
+  # CPU), "auto" (pallas on a single-GPU process where it applies: on an H200 it took the e=4
+  # step from 70.0 to 49.3 ms, benchmarks/RESULTS.md). The same mask either way.
+  abstopk_kernel: str = "auto"
 
   # Keys read from a JSON file that no field matches, kept so a round trip is lossless.
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -228,6 +234,8 @@ class GPTConfig:
       _fail("remat_policy", f"must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
     if self.attention_impl not in ATTENTION_IMPLS:
       _fail("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+    if self.abstopk_kernel not in ABSTOPK_KERNELS:
+      _fail("abstopk_kernel", f"must be one of {ABSTOPK_KERNELS}, got {self.abstopk_kernel!r}")
     if self.abstopk_candidates is not None and self.abstopk_candidates < 1:
       _fail("abstopk_candidates", f"must be >= 1 or None, got {self.abstopk_candidates}")
 

@@ -158,7 +158,8 @@ class _Context:
     """AbsTopK at an official location, if configured."""
     if loctype in self._loctypes:
       return abs_topk(x, self.cfg.abstopk_k(x.shape[-1]),
-                      candidates_per_pass=self.cfg.abstopk_candidates)
+                      candidates_per_pass=self.cfg.abstopk_candidates,
+                      kernel=self.cfg.abstopk_kernel)
     return x
 
   def with_pos(self, h_BTD, norm: Norm | None, query_B=None):

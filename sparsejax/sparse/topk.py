@@ -449,17 +449,45 @@ def topk_masks_many(keys: Sequence[Array], ks: Array, *, hi: int,
   return ManyTopk(masks, b.lo, passes)
 
 
-def abs_topk(x: Array, k: int, *, candidates_per_pass: int | None = None) -> Array:
+ABSTOPK_KERNELS = ("xla", "pallas", "auto")
+
+
+def use_pallas_rows(kernel: str, shape, dtype) -> bool:
+  """Whether ``abs_topk(kernel=...)`` selects with the Pallas kernel for rows of this shape:
+  "pallas" wherever it applies (16-bit rows, power-of-two width; interpreted on CPU), "xla"
+  never, "auto" on a process with a single GPU. (The kernel has no partitioning rule: under a
+  multi-device ``jit`` XLA would gather its input onto every device, so "auto" keeps the XLA
+  search there until the kernel is wrapped in a ``shard_map``.)"""
+  from sparsejax.sparse import topk_pallas
+
+  if kernel not in ABSTOPK_KERNELS:
+    raise ValueError(f"AbsTopK kernel must be one of {ABSTOPK_KERNELS}, got {kernel!r}")
+  if kernel == "xla" or (kernel == "auto" and (jax.default_backend() != "gpu"
+                                               or jax.device_count() != 1)):
+    return False
+  return topk_pallas.supported(tuple(shape), dtype)
+
+
+def abs_topk(x: Array, k: int, *, candidates_per_pass: int | None = None,
+             kernel: str = "xla") -> Array:
   """AbsTopK activation sparsity: keep the k largest-|x| entries of each row (last axis).
 
   Kept entries keep their sign and value; the rest become 0. The gradient flows only through the
   kept entries (the selection itself is not differentiated). The mask is named ``abstopk_mask``
   and the output ``abstopk`` for rematerialisation policies (``jax.ad_checkpoint``): a policy
-  that saves the mask never recomputes the selection.
+  that saves the mask never recomputes the selection. ``kernel`` picks the selection
+  (:func:`use_pallas_rows`): the XLA search or the one-read Pallas kernel
+  (:mod:`sparsejax.sparse.topk_pallas`); both give the same mask.
   """
   if k >= x.shape[-1]:
     return x
   with jax.named_scope("abstopk"):
-    mask = jax.lax.stop_gradient(row_topk_mask(x, k, candidates_per_pass=candidates_per_pass))
+    if use_pallas_rows(kernel, x.shape, x.dtype):
+      from sparsejax.sparse import topk_pallas
+
+      mask = topk_pallas.row_topk_mask(jax.lax.stop_gradient(x), int(k))
+    else:
+      mask = row_topk_mask(x, k, candidates_per_pass=candidates_per_pass)
+    mask = jax.lax.stop_gradient(mask)
     mask = checkpoint_name(mask, "abstopk_mask")
     return checkpoint_name(jnp.where(mask, x, jnp.zeros((), x.dtype)), "abstopk")
