@@ -17,17 +17,26 @@ import numpy as np
 
 from sparsejax.model.gpt import merge
 from sparsejax.tasks import generators as tasks_lib
-from sparsejax.tasks.batch import encode_pairs
+from sparsejax.tasks.batch import TaskBatch, encode_pairs
 
 EVAL_SPLITS = ("test", "ood")  # the splits a task table reports; the first decides "solved"
+
+
+def task_batch(name: str, tokenizer, *, n_pairs: int = 64, split: str = "test", seed: int = 0,
+               max_len: int | None = None) -> TaskBatch:
+  """The first ``n_pairs`` pairs of task ``name``'s ``split`` (pure functions of ``seed``),
+  tokenized and checked (:func:`~sparsejax.tasks.batch.encode_pairs`); contexts longer than
+  ``max_len`` (e.g. the model's block_size) keep their last tokens."""
+  task = tasks_lib.get_task(name)
+  return encode_pairs(task, task.pairs(n_pairs, split=split, seed=seed), tokenizer,
+                      max_len=max_len)
 
 
 def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, seed: int = 0,
                  max_len: int | None = None, pad_multiple: int = 16) -> dict:
   """{task: TaskBatch}, all padded to one length (a multiple of ``pad_multiple``)."""
-  out = {name: encode_pairs(tasks_lib.get_task(name),
-                            tasks_lib.get_task(name).pairs(n_pairs, split=split, seed=seed),
-                            tokenizer, max_len=max_len) for name in names}
+  out = {name: task_batch(name, tokenizer, n_pairs=n_pairs, split=split, seed=seed,
+                          max_len=max_len) for name in names}
   T = max(b.seq_len for b in out.values())
   T = -(-T // pad_multiple) * pad_multiple
   if max_len is not None:
@@ -48,13 +57,38 @@ def pair_loss(logits_last_NSV, correct_NS, alt_NS):
   return jax.nn.softplus(l_a - l_c), (l_c > l_a)
 
 
+def pair_logits(model, tokens_NST, last_NS, *, interventions=None):
+  """Logits (N, S, V) at each sequence's scored position (``last``), with optional interventions.
+
+  The pairs run as one batch of N * S sequences, sequence ``S * n + s`` being side s of pair n:
+  an intervention whose value has a batch axis (activation patching) is laid out that way,
+  (N * S, T, width).
+  """
+  N, S, T = tokens_NST.shape
+  logits = model(tokens_NST.reshape(N * S, T), interventions=interventions,
+                 positions_B=last_NS.reshape(N * S))
+  return logits.reshape(N, S, -1)
+
+
+def task_loss(model, batch: TaskBatch, *, interventions=None) -> jax.Array:
+  """The official task loss (:func:`pair_loss`, mean over both sequences of every pair) of
+  ``model`` on ``batch``, under ``interventions`` ({site: Intervention}, the model's own
+  mechanism: ablation, mean ablation, patching; see :mod:`sparsejax.model.sites`).
+
+  A pure function of arrays (no host round trip): ``jax.jit`` it, ``jax.grad`` it with respect to
+  a mask, or ``jax.vmap`` it over a stack of masks. All pairs run in one call; for large batches
+  :func:`evaluate` scores in fixed-shape chunks instead.
+  """
+  logits = pair_logits(model, jnp.asarray(batch.tokens), jnp.asarray(batch.last),
+                       interventions=interventions)
+  loss, _ = pair_loss(logits, jnp.asarray(batch.correct), jnp.asarray(batch.alt))
+  return loss.mean()
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _score(graphdef, params, buffers, tokens_NST, last_NS, correct_NS, alt_NS):
-  model = merge(graphdef, params, buffers)
-  N, S, T = tokens_NST.shape
-  logits = model(tokens_NST.reshape(N * S, T), positions_B=last_NS.reshape(N * S))
-  loss, right = pair_loss(logits.reshape(N, S, -1), correct_NS, alt_NS)
-  return loss, right
+  logits = pair_logits(merge(graphdef, params, buffers), tokens_NST, last_NS)
+  return pair_loss(logits, correct_NS, alt_NS)
 
 
 def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64,
