@@ -26,6 +26,7 @@ from sparsejax.sparse.optim import learning_rate_schedule
 from sparsejax.sparse.optim import normalize_by_global_rms
 from sparsejax.sparse.optim import sparse_adam
 from sparsejax.model.sites import Intervention
+from sparsejax.model.sites import all_site_names
 from sparsejax.model.sites import canonical_site
 from sparsejax.model.sites import site_names
 from sparsejax.model.sites import site_width
