@@ -32,13 +32,13 @@ class OptimConfig:
   """Optimizer hyperparameters (official defaults; lr from the official training script)."""
 
   lr: float = 1.28e-2  # peak learning rate before the ×sqrt(d_final / d_t) factor
-  b1: float = 0.9
-  b2: float = 0.95
+  b1: float = 0.9  # Adam's first-moment decay
+  b2: float = 0.95  # Adam's second-moment decay
   eps: float = 0.1  # Adam epsilon: large on purpose (paper ablates 1, 0.01, 0.001)
   weight_decay: float = 0.1  # decoupled; matrices only, not the bigram table
   warmup_frac: float = 0.01  # linear warmup over this fraction of training
   normalize_grads: bool = True  # divide gradients by their global RMS every step
-  grad_rms_eps: float = 1e-5
+  grad_rms_eps: float = 1e-5  # added to the global gradient RMS before dividing by it
 
   def __post_init__(self):
     for name in ("lr", "eps", "grad_rms_eps"):
