@@ -9,14 +9,11 @@ in ``sparsejax.prune_run``.
 
 import os
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 _CONFIG = cli.define_config_file(
     "config", str(Path(__file__).resolve().parent / "configs" / "prune.py"),

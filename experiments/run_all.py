@@ -9,15 +9,12 @@ Each stage resumes: rerunning skips finished training and reuses cached node mea
 
 import os
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 _CONFIG = cli.define_config_file("config", str(CONFIGS / "tiny.py"), "Training config.")

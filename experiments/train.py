@@ -8,15 +8,11 @@ Running it again on the same workdir resumes from the latest checkpoint.
 """
 
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
-from sparsejax.train import distributed  # noqa: E402
+from sparsejax import cli
+from sparsejax.train import distributed
 
 _CONFIG = cli.define_config_file("config", None, "Config file (.py with get_config).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created if missing).")

@@ -207,8 +207,8 @@ def run(main: Callable, *, configs: Mapping[str, Any] | None = None) -> None:
   thread tracebacks; ``--verbosity=0`` shows them) and the error policy above.
 
   ``configs`` maps the binary's config-file flags to what they build (a config dataclass,
-  {section: dataclass}, or a function returning either); it adds ``--show_config``, which prints every field with its value and
-  comment (:func:`show_config`) and exits.
+  {section: dataclass}, or a function returning either); it adds ``--show_config``, which prints
+  every field with its value and comment (:func:`show_config`) and exits.
   """
   if configs:
     flags.DEFINE_bool("show_config", False, "Print every --" + "/--".join(configs) + ".* field "

@@ -463,8 +463,8 @@ def test_scanned_layers_keep_the_public_forward_api():
                              np.asarray(ref(toks, interventions=iv, positions_B=pos)), atol=1e-5)
   for s in (0, 1, 3, 6):
     resid = model.resid_before(toks, s, interventions=iv)
-    np.testing.assert_allclose(np.asarray(resid), np.asarray(ref.resid_before(toks, s, interventions=iv)),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(resid),
+                               np.asarray(ref.resid_before(toks, s, interventions=iv)), atol=1e-5)
     np.testing.assert_allclose(np.asarray(model.logits_from(resid, s, toks, interventions=iv)),
                                np.asarray(ref(toks, interventions=iv)), atol=1e-5)
   names = ["1.attn.q", "2.resid_mid"]

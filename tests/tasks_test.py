@@ -44,7 +44,7 @@ def test_registry_has_the_papers_20_tasks():
       "else_elif", "fstring_brace", "if_ternary", "var_swap", "indent_for", "lambda_func",
       "if_equals", "enumerate_range", "var_if", "while_return_true")
   for t in tasks.TASKS.values():
-    assert t.description and 1 <= t.max_edit <= 6 and t.flags <= set(tasks.FLAGS)
+    assert t.description and 1 <= t.max_edit <= 6 and t.flags <= set(registry.FLAGS)
   # Only else_elif ends its contexts on different tokens (inherent: `else` vs `elif`).
   assert [n for n, t in tasks.TASKS.items() if t.last_token_differs] == ["else_elif"]
   assert tasks.get_task("final_kwarg").expected == (("=None",), ("):\n",))

@@ -9,7 +9,8 @@ A prepared dataset is a directory::
 
 Each source gets its own shard with as many tokens as its mixing weight asks for, and the sampler
 draws windows uniformly over all tokens, so batches follow the mix. The batch for step s is a pure
-function of (seed, s, process index): resuming needs only the step and every host reads its own rows.
+function of (seed, s, process index): resuming needs only the step and every host reads its own
+rows.
 The manifest is written last: a directory without one is an unfinished build and is rebuilt.
 
 Finite sources (Python trees, user files) are scanned once before anything is built: the usable

@@ -3,23 +3,23 @@
 Every activation a forward pass exposes has the name the official ``circuit_sparsity`` hooks use:
 
   ``{L}.resid_in``          residual stream entering block L                      (d_model)
-  ``{L}.attn.act_in``       attention input after ln_1 (+ cat pos emb, AbsTopK)    (d_model [+ d_pos_emb])
+  ``{L}.attn.act_in``       attention input after ln_1 (+ cat pos emb, AbsTopK)    (d_model [+ P])
   ``{L}.attn.q|k|v``        query / key / value, all heads side by side            (n_head * d_head)
   ``{L}.attn.y``            attention output before c_proj                         (n_head * d_head)
   ``{L}.attn.resid_delta``  what attention adds to the residual stream             (d_model)
   ``{L}.resid_mid``         residual stream between attention and MLP              (d_model)
-  ``{L}.mlp.act_in``        MLP input after ln_2 (+ cat pos emb, AbsTopK)          (d_model [+ d_pos_emb])
+  ``{L}.mlp.act_in``        MLP input after ln_2 (+ cat pos emb, AbsTopK)          (d_model [+ P])
   ``{L}.mlp.post_act``      MLP neurons after the nonlinearity (and AbsTopK)       (d_mlp)
   ``{L}.mlp.resid_delta``   what the MLP adds to the residual stream               (d_model)
   ``final_resid``           residual stream before ln_f                            (d_model)
   ``{L}.attn.pattern``      attention probabilities per head      (batch, n_head, query, key)
 
-Each site's value has shape (batch, seq, width); a *node* is one index along the width. The
-attention pattern is the exception: ``pattern[b, h, q, s]`` is how much query position q of head
-h attends to key position s (TransformerLens' ``hook_pattern`` layout). With an attention sink a
-row sums to less than one: the rest went to the sink, whose value is zero. Asking for a pattern
-(or intervening on it) runs that layer's attention materialised, never a fused kernel, so the
-pattern is the one that produced ``{L}.attn.y``.
+P = d_pos_emb. Each site's value has shape (batch, seq, width); a *node* is one index along the
+width. The attention pattern is the exception: ``pattern[b, h, q, s]`` is how much query position q
+of head h attends to key position s (TransformerLens' ``hook_pattern`` layout). With an attention
+sink a row sums to less than one: the rest went to the sink, whose value is zero. Asking for a
+pattern (or intervening on it) runs that layer's attention materialised, never a fused kernel, so
+the pattern is the one that produced ``{L}.attn.y``.
 
 An :class:`Intervention` replaces a site's value by ``mask * x + (1 - mask) * value`` with ``mask``
 and ``value`` broadcast against (batch, seq, width). A mask of ones with any value leaves the model

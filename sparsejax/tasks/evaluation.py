@@ -19,6 +19,7 @@ import numpy as np
 
 from sparsejax.model.gpt import merge
 from sparsejax.tasks import generators as tasks_lib
+from sparsejax.tasks import registry
 from sparsejax.tasks.batch import TaskBatch, encode_pairs
 
 EVAL_SPLITS = ("test", "ood")  # the splits a task table reports; the first decides "solved"
@@ -205,7 +206,7 @@ def report(step: int, results: dict, target_loss: float) -> dict:
   splits = splits_of(results)
   return {"step": step, "split": splits[0] if splits else None, "splits": splits,
           "target_loss": target_loss,
-          "flags": {f: tasks_lib.FLAGS[f] for r in results.values() for f in r.get("flags", [])},
+          "flags": {f: registry.FLAGS[f] for r in results.values() for f in r.get("flags", [])},
           "tasks": results}
 
 
@@ -229,5 +230,5 @@ def format_table(results: dict, target_loss: float = 0.15) -> str:
     lines.append(f"{line} {r['pairs']:>6}  {'yes' if verdict else 'no':<28}{flags}")
   lines.append(f"solved: {n_solved} of {len(results)} tasks")
   flagged = sorted({f for r in results.values() for f in r.get("flags", [])})
-  lines += [f"flag {f}: {tasks_lib.FLAGS[f]}" for f in flagged]
+  lines += [f"flag {f}: {registry.FLAGS[f]}" for f in flagged]
   return "\n".join(lines)
