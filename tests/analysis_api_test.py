@@ -79,7 +79,7 @@ def test_task_loss_matches_evaluate_and_reacts_to_interventions(run):
       mask=jnp.zeros(width))}))
   no_mlp = run.model()
   kernel = no_mlp.blocks[0].mlp.c_proj.kernel
-  kernel[...] = jnp.zeros_like(kernel[...])
+  kernel.set_value(jnp.zeros_like(kernel[...]))  # params are host (read-only) arrays
   np.testing.assert_allclose(ablated, float(sj.task_loss(no_mlp, batch)), rtol=1e-6)
   assert abs(ablated - loss) > 1e-6  # (a model trained 4 steps: small, but well above rounding)
   # TransformerLens aliases name the same site.
