@@ -22,4 +22,5 @@ def median_time(fn, *args, repeats: int = 10, warmup: int = 2) -> float:
 
 def device_line() -> str:
   d = jax.devices()[0]
-  return f"device: {d.platform} {getattr(d, 'device_kind', '')} x{jax.device_count()}, jax {jax.__version__}"
+  return (f"device: {d.platform} {getattr(d, 'device_kind', '')} x{jax.device_count()}, "
+          f"jax {jax.__version__}")

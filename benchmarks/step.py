@@ -7,7 +7,8 @@ Four configurations of one model share shapes and batch:
   dense + AbsTopK x8    AbsTopK alone (its share of the cost)
 Each is timed as the median of jitted, donated steps after warm-up, in one process, the
 configurations taking turns step by step (so drift of a shared machine hits all alike). Prints
-tokens/s, the first call's seconds (compilation included) and, with ``--peak_tflops`` (e.g. the in-run matmul peak of ``gpu/calibrate.py``), the
+tokens/s, the first call's seconds (compilation included) and, with ``--peak_tflops`` (e.g. the
+in-run matmul peak of ``gpu/calibrate.py``), the
 dense-equivalent MFU: (6 N + 12 L H Q T) FLOPs per token (nanoGPT / PaLM; N = the matmul
 parameters, masked weights counted) ÷ the peak. Ends with ``sparse_over_dense_step: X`` (weights
 only).

@@ -8,14 +8,11 @@ writes JSON (default: WORKDIR/task_eval.json).
 """
 
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run directory.")
 _TASKS = flags.DEFINE_string("tasks", "all", "Comma-separated task names, or 'all'.")
@@ -30,12 +27,13 @@ flags.mark_flags_as_required(["workdir"])
 def main():
   from sparsejax import pipeline
   from sparsejax.tasks import generators as tasks
+  from sparsejax.tasks.registry import SPLITS
   from sparsejax.utils.errors import ConfigError
   names = tasks.resolve_names(_TASKS.value)
-  bad = [s for s in _SPLITS.value if s not in tasks.SPLITS]
+  bad = [s for s in _SPLITS.value if s not in SPLITS]
   if bad or not _SPLITS.value:
     raise ConfigError(f"--splits: unknown split(s) {', '.join(bad) or '(none given)'}; valid: "
-                      f"{', '.join(tasks.SPLITS)}")
+                      f"{', '.join(SPLITS)}")
   pipeline.evaluate_tasks(_WORKDIR.value, names, pairs=_PAIRS.value, target_loss=_TARGET.value,
                           splits=tuple(_SPLITS.value), out=_OUT.value,
                           progress=lambda line: print(line, flush=True))

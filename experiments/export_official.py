@@ -10,14 +10,10 @@ lives in ``sparsejax.interop.run_io``.
 """
 
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory.")
 _OUT = flags.DEFINE_string("out", None, "Directory to write (new or empty).")

@@ -10,14 +10,10 @@ matrix's weight density; the run then works with eval_tasks.py, prune.py, view.p
 """
 
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 _SRC = flags.DEFINE_string("src", None, "Official model directory (beeg_config.json + "
                            "final_model.pt, .safetensors or .npz).")

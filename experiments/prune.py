@@ -9,17 +9,13 @@ in ``sparsejax.prune_run``.
 
 import os
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from sparsejax import cli
 
-from sparsejax import cli  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
     "config", str(Path(__file__).resolve().parent / "configs" / "prune.py"),
     "Pruning config file (experiments/configs/prune.py[:quick]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run directory.")
@@ -56,5 +52,10 @@ def main():
   print(f"wrote {out}/summary.json and {len(result.circuits)} circuits in {out}/circuits")
 
 
+def _prune_config():
+  from sparsejax.circuits.prune import PruneConfig
+  return PruneConfig
+
+
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, configs={"config": _prune_config})

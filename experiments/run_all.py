@@ -9,21 +9,17 @@ Each stage resumes: rerunning skips finished training and reuses cached node mea
 
 import os
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-_CONFIG = config_flags.DEFINE_config_file("config", str(CONFIGS / "tiny.py"), "Training config.")
-_PRUNE = config_flags.DEFINE_config_file("prune_config", f"{CONFIGS / 'prune.py'}:quick",
-                                         "Pruning config.")
+_CONFIG = cli.define_config_file("config", str(CONFIGS / "tiny.py"), "Training config.")
+_PRUNE = cli.define_config_file("prune_config", f"{CONFIGS / 'prune.py'}:quick",
+                                "Pruning config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tiny", "Run directory.")
 _PAIRS = flags.DEFINE_integer("eval_pairs", 200, "Test pairs per task for the task table.",
                               lower_bound=1)
@@ -34,6 +30,7 @@ def main():
   from sparsejax.circuits import prune
   from sparsejax.circuits import prune_run
   from sparsejax.train import run_config
+  from sparsejax.tasks import evaluation as task_eval
   from sparsejax.tasks import generators as tasks
   from sparsejax.train import loop as trainer
   from sparsejax.train.runs import load_run
@@ -49,7 +46,7 @@ def main():
   stage("2/4 evaluate the 20 tasks")
   results = pipeline.evaluate_tasks(workdir, list(tasks.TASK_NAMES), pairs=_PAIRS.value,
                                     target_loss=prune_cfg.target_loss, progress=progress)
-  solved = [n for n, r in results.items() if r["loss"] <= prune_cfg.target_loss]
+  solved = [n for n, r in results.items() if task_eval.verdict_of(r, prune_cfg.target_loss)]
   if not solved:
     raise UserError(f"no task reaches the target loss {prune_cfg.target_loss}: nothing to prune "
                     "(train longer, e.g. --config.train.steps, on another --workdir)")
@@ -64,5 +61,15 @@ def main():
   print(f"viewer: {os.path.abspath(index)}")
 
 
+def _sections():
+  from sparsejax.train.run_config import SECTIONS
+  return SECTIONS
+
+
+def _prune_config():
+  from sparsejax.circuits.prune import PruneConfig
+  return PruneConfig
+
+
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, configs={"config": _sections, "prune_config": _prune_config})

@@ -8,18 +8,13 @@ Running it again on the same workdir resumes from the latest checkpoint.
 """
 
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from sparsejax import cli
+from sparsejax.train import distributed
 
-from sparsejax import cli  # noqa: E402
-from sparsejax.train import distributed  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.py with get_config).")
+_CONFIG = cli.define_config_file("config", None, "Config file (.py with get_config).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "Resume even if the config differs from the saved one.")
@@ -37,5 +32,10 @@ def main():
         allow_config_change=_ALLOW_CHANGE.value)
 
 
+def _sections():
+  from sparsejax.train.run_config import SECTIONS
+  return SECTIONS
+
+
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, configs={"config": _sections})

@@ -5,14 +5,10 @@
 
 import os
 import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sparsejax import cli  # noqa: E402
+from sparsejax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run.")
 _PRUNE_DIR = flags.DEFINE_string("prune_dir", None, "Output of prune.py (default WORKDIR/prune).")

@@ -26,6 +26,7 @@ from sparsejax.sparse.optim import learning_rate_schedule
 from sparsejax.sparse.optim import normalize_by_global_rms
 from sparsejax.sparse.optim import sparse_adam
 from sparsejax.model.sites import Intervention
+from sparsejax.model.sites import all_site_names
 from sparsejax.model.sites import canonical_site
 from sparsejax.model.sites import site_names
 from sparsejax.model.sites import site_width
@@ -45,3 +46,18 @@ from sparsejax.train.step import make_eval_step
 from sparsejax.train.step import make_train_step
 from sparsejax.model.gpt import merge
 from sparsejax.train.step import next_token_loss
+from sparsejax.train.runs import RunError
+from sparsejax.train.runs import TrainedRun
+from sparsejax.train.runs import load_run
+from sparsejax.tasks.registry import Task
+from sparsejax.tasks.registry import TaskPair
+from sparsejax.tasks.generators import TASKS
+from sparsejax.tasks.generators import get_task
+from sparsejax.tasks.batch import TaskBatch
+from sparsejax.tasks.batch import encode_pairs
+from sparsejax.tasks.evaluation import evaluate_run
+from sparsejax.tasks.evaluation import pair_logits
+from sparsejax.tasks.evaluation import pair_loss
+from sparsejax.tasks.evaluation import task_batch
+from sparsejax.tasks.evaluation import task_batches
+from sparsejax.tasks.evaluation import task_loss

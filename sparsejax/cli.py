@@ -9,12 +9,14 @@ names the file and line where the config file itself raised.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
 import signal
 import sys
 import traceback
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import ml_collections
 from absl import app, flags, logging
@@ -26,8 +28,47 @@ EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
-def parse_flags(argv):
-  """absl flag parsing, with a bad flag, --config override or config file reported in one line."""
+def define_config_file(name: str, default: str | None, help_string: str):
+  """``config_flags.DEFINE_config_file``, with a typo in a ``--NAME.x`` override reported in one
+  line. A flag with a default parses its overrides here, when the binary defines it (before
+  :func:`run` takes over), so without this a typo is a traceback through ml_collections."""
+  try:
+    return config_flags.DEFINE_config_file(name, default, help_string)
+  except Exception as e:  # noqa: BLE001 -- classified below; bugs are re-raised
+    message = _override_error(e, sys.argv, {name})
+    if message is None:
+      raise
+    _exit(f"error: {message}", EXIT_USER_ERROR)
+
+
+def _override_error(e: BaseException, argv, config_names) -> str | None:
+  """``--config.x.y=v: the config has no field 'y' (did you mean ...)`` for an override naming a
+  field that does not exist, or None when ``e`` is something else."""
+  for x in _chain(e):
+    if not isinstance(x, (KeyError, AttributeError)):
+      continue
+    text = str(x.args[0]) if x.args else str(x)
+    key = re.match(r"""^\W*'?([A-Za-z_][\w]*)'?""", text.replace("\\'", "'"))
+    if key is None:
+      continue
+    key = key.group(1)
+    for arg in argv:
+      name, _, path = arg.lstrip("-").partition("=")[0].partition(".")
+      if arg.startswith("-") and name in config_names and key in path.split("."):
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        return (f"{arg}: --{name} has no field {key!r}"
+                + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+                + "; --show_config lists every field")
+  return None
+
+
+def parse_flags(argv, configs: Mapping[str, Any] | None = None):
+  """absl flag parsing, with a bad flag, --config override or config file reported in one line.
+  With ``--show_config`` (binaries given ``configs``), prints every config field and exits."""
+  show = bool(configs) and any(a in _SHOW_CONFIG_ARGS for a in argv[1:])
+  if show:  # the fields are wanted, not a run: required flags (--workdir, ...) may be missing
+    for name in flags.FLAGS:
+      flags.FLAGS[name].validators.clear()
   try:
     parsed = flags.FLAGS(argv)
   except Exception as e:  # noqa: BLE001 -- classified below; bugs are re-raised
@@ -46,7 +87,32 @@ def parse_flags(argv):
       if flag.value is not None and not isinstance(flag.value, ml_collections.ConfigDict):
         _exit(f"error: --{name}={_config_path(flag)}: get_config() returned "
               f"{type(flag.value).__name__}, expected a ConfigDict", EXIT_USER_ERROR)
+  if show:
+    print(show_config(configs))
+    sys.exit(0)
   return parsed
+
+
+_SHOW_CONFIG_ARGS = ("--show_config", "-show_config", "--show_config=true", "--show_config=True",
+                     "--show_config=1")
+
+
+def show_config(configs: Mapping[str, Any]) -> str:
+  """Every field of the binary's config flags, with the value this command line gives it (config
+  file and overrides) and the field's comment from the dataclass it builds."""
+  from sparsejax.utils.fields import describe
+  lines = []
+  for name, spec in configs.items():
+    if not (isinstance(spec, Mapping) or dataclasses.is_dataclass(spec)):
+      spec = spec()  # a function that imports what the flag builds (binaries import late)
+    flag = flags.FLAGS[name]
+    if flag.value is None:
+      lines.append(f"--{name}: no config file given (--{name}=FILE shows its fields)")
+      continue
+    lines.append(f"--{name}={_config_path(flag)}: every field, with the value this command line "
+                 f"gives it; override any with --{name}.<field>=VALUE")
+    lines += describe(name, flag.value.to_dict(), spec)
+  return "\n".join(lines)
 
 
 def _is_config_file_flag(flag) -> bool:
@@ -100,6 +166,10 @@ def _flag_error(e: BaseException, argv) -> str | None:
   origin = chain[-1]
   if isinstance(origin, UserError):
     return _clean(origin)
+  override = _override_error(e, argv, {n for n in flags.FLAGS
+                                       if _is_config_file_flag(flags.FLAGS[n])})
+  if override is not None:
+    return override
   if isinstance(origin, SyntaxError):
     return f"{origin.filename} line {origin.lineno}: {origin.msg}"
   files = _config_files(argv)
@@ -132,9 +202,17 @@ def _exit(line: str, code: int):
   sys.exit(code)
 
 
-def run(main: Callable) -> None:
+def run(main: Callable, *, configs: Mapping[str, Any] | None = None) -> None:
   """``app.run(main)`` with quiet library logs (orbax logs every save at INFO and its failures with
-  thread tracebacks; ``--verbosity=0`` shows them) and the error policy above."""
+  thread tracebacks; ``--verbosity=0`` shows them) and the error policy above.
+
+  ``configs`` maps the binary's config-file flags to what they build (a config dataclass,
+  {section: dataclass}, or a function returning either); it adds ``--show_config``, which prints
+  every field with its value and comment (:func:`show_config`) and exits.
+  """
+  if configs:
+    flags.DEFINE_bool("show_config", False, "Print every --" + "/--".join(configs) + ".* field "
+                      "(the value this command line gives it, and its comment) and exit.")
 
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
   verbosity = ("--verbosity", "-v", "--verbosity=", "-v=")
@@ -160,4 +238,4 @@ def run(main: Callable) -> None:
       print(str(e) if str(e) else "interrupted", file=sys.stderr, flush=True)
       os._exit(EXIT_INTERRUPTED)
 
-  app.run(wrapped, flags_parser=parse_flags)
+  app.run(wrapped, flags_parser=functools.partial(parse_flags, configs=configs))

@@ -160,8 +160,10 @@ def build_viewer(workdir: str, prune_dir: str, out_dir: str | None = None, *,
                    f"loaded ({e}); run experiments/prune.py again to prune the current model"
                    ) from None
   circuits = {n: c.to_dict() for n, c in circuit_objs.items()}
-  pruner = prune_run.Pruner(run, cfg, progress)
+  progress(f"view: {len(circuits)} circuits pruned at step {run.step}: node means, activations "
+           "and single-node ablations on each task's test pairs")
   t0 = time.time()
+  pruner = prune_run.Pruner(run, cfg, progress)
   splits = pruner.task_splits(list(circuits)) if circuits else {}  # one length for all: one compile
   details = node_details(pruner, circuit_objs, {n: s["test"] for n, s in splits.items()},
                          run.tokenizer)
@@ -179,6 +181,7 @@ def build_viewer(workdir: str, prune_dir: str, out_dir: str | None = None, *,
               f"{run.config.sparsity.target_density:g}, {cfg.ablation} ablation")
   descriptions = {n: t.description for n, t in tasks_lib.TASKS.items()}
   out_dir = out_dir or os.path.join(prune_dir, "viewer")
+  progress(f"view: writing {len(circuits) + 1} pages to {out_dir}")
   index = viewer.write_site(out_dir, summary, circuits, details, descriptions, metrics_rows,
                             run_info)
   remove_stale_files(out_dir, {viewer.task_file(n) for n in circuits},

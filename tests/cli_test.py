@@ -1,6 +1,7 @@
 """The error policy of the binaries (sparsejax.cli): a UserError is one line and exit code 1, any
 other exception keeps its traceback, and bad config files are named with the line that failed."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -78,3 +79,75 @@ def test_a_broken_config_file_is_named_with_its_line(tmp_path, source, message):
 def test_a_config_variant_or_path_that_does_not_exist_is_one_line(tmp_path, config, message):
   line = run_train(tmp_path, config.format(tmp=tmp_path))
   assert line.startswith("error: " + message.format(tmp=tmp_path)), line
+
+
+# ------------------------------------------------------------------ config fields and overrides
+def run_binary(name, *args):
+  return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.mark.parametrize("binary, args, line", [
+    ("prune.py", ["--workdir=nowhere", "--config.stepz=3"],
+     "error: --config.stepz=3: --config has no field 'stepz' (did you mean 'steps'?); "
+     "--show_config lists every field"),
+    ("run_all.py", ["--workdir=nowhere", "--prune_config.stepz=3"],
+     "error: --prune_config.stepz=3: --prune_config has no field 'stepz' (did you mean 'steps'?); "
+     "--show_config lists every field"),
+    ("train.py", ["--config=experiments/configs/tiny.py", "--workdir=nowhere",
+                  "--config.trian.steps=3"],
+     "error: --config.trian.steps=3: --config has no field 'trian' (did you mean 'train'?); "
+     "--show_config lists every field"),
+])
+def test_a_typo_in_a_config_override_is_one_line(binary, args, line):
+  """With a default --config, ml_collections parses overrides when the flag is defined: a typo
+  was a 20-line traceback."""
+  res = run_binary(binary, *args)
+  assert (res.returncode, res.stderr) == (1, line + "\n")
+  assert not (ROOT / "nowhere").exists()
+
+
+def test_show_config_prints_every_field_with_its_value_and_comment():
+  from sparsejax.circuits.prune import PruneConfig
+  from sparsejax.train.run_config import SECTIONS
+  res = run_binary("train.py", "--config=experiments/configs/tiny.py", "--show_config",
+                   "--config.train.steps=7")  # no --workdir: only the fields are wanted
+  assert res.returncode == 0, res.stderr
+  lines = res.stdout.splitlines()
+  fields = [line.split("=")[0].strip() for line in lines[1:]]
+  assert fields == [f"--config.{s}.{f.name}" for s, cls in SECTIONS.items()
+                    for f in dataclasses.fields(cls) if f.name != "extra"]
+  steps = next(line for line in lines if line.strip().startswith("--config.train.steps="))
+  assert steps.split()[0] == "--config.train.steps=7"
+  assert steps.split("# ", 1)[1] == "optimizer steps (the schedules' total)"
+  n_layer = next(line for line in lines if "--config.model.n_layer=" in line)
+  assert n_layer.split()[0] == "--config.model.n_layer=3" and "transformer blocks" in n_layer
+
+  res = run_binary("run_all.py", "--show_config")
+  assert res.returncode == 0, res.stderr
+  assert "--prune_config.steps=100 " in res.stdout  # the :quick variant run_all uses
+  assert sum(line.startswith("  --prune_config.") for line in res.stdout.splitlines()) == len(
+      dataclasses.fields(PruneConfig))
+  assert "  --config.train.steps=" in res.stdout
+
+
+def test_field_comments_come_from_the_dataclass_source():
+  from sparsejax.utils.fields import field_comments
+
+  @dataclasses.dataclass(frozen=True)
+  class Example:
+    a: int = 1  # trailing
+    # above,
+    # two lines
+    b: str = "#not a comment"
+    # --- a section header
+    c: float = 0.5  # c's own
+    # Shared by d and e.
+    d: int = 0
+    e: int = 0
+
+    f: bool = False
+
+  assert field_comments(Example) == {"a": "trailing", "b": "above, two lines", "c": "c's own",
+                                     "d": "Shared by d and e.", "e": "Shared by d and e.",
+                                     "f": ""}

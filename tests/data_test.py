@@ -230,3 +230,12 @@ def test_global_batch_does_not_depend_on_the_process_count():
   parts = [data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3, process_index=i,
                              process_count=4).batch(7) for i in range(4)]
   np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_prepare_says_what_it_is_doing_before_training_the_tokenizer(tmp_path):
+  lines = []
+  data.prepare(small_data(tokenizer="bpe", bpe_vocab_size=300, tokenizer_train_chars=20_000),
+               str(tmp_path / "data"), lines.append)
+  assert lines[0].startswith("data: training a 300-token BPE on up to 20,000 characters")
+  assert lines[1].startswith("data: tokenizer bpe (300 tokens") and lines[1].endswith("s)")
+  assert any(line.startswith("data: train builtin: 30,000 tokens") for line in lines)

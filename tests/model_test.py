@@ -152,15 +152,78 @@ def test_run_with_cache_all_sites_and_aliases():
   assert set(cache) == set(names)
   for n in names:
     assert cache[n].shape == (2, 16, sites.site_width(cfg, n)), n
-  _, tl = model.run_with_cache(tokens(), ["blocks.1.hook_mlp_out", "blocks.0.attn.hook_q",
-                                          "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
-  np.testing.assert_array_equal(tl["1.mlp.resid_delta"], cache["1.mlp.resid_delta"])
-  np.testing.assert_array_equal(tl["0.attn.q"], cache["0.attn.q"])
-  np.testing.assert_array_equal(tl["1.resid_in"], cache["1.resid_in"])
-  np.testing.assert_array_equal(tl["final_resid"], cache["final_resid"])
+  asked = ["blocks.1.hook_mlp_out", "blocks.0.attn.hook_q", "blocks.0.hook_resid_post",
+           "blocks.1.hook_resid_post", "blocks.1.mlp.hook_post", "1.mlp.post_act"]
+  _, tl = model.run_with_cache(tokens(), asked)
+  assert list(tl) == asked  # keyed by the names as asked, aliases of one site included
+  np.testing.assert_array_equal(tl["blocks.1.hook_mlp_out"], cache["1.mlp.resid_delta"])
+  np.testing.assert_array_equal(tl["blocks.0.attn.hook_q"], cache["0.attn.q"])
+  np.testing.assert_array_equal(tl["blocks.0.hook_resid_post"], cache["1.resid_in"])
+  np.testing.assert_array_equal(tl["blocks.1.hook_resid_post"], cache["final_resid"])
+  np.testing.assert_array_equal(tl["blocks.1.mlp.hook_post"], cache["1.mlp.post_act"])
+  np.testing.assert_array_equal(tl["1.mlp.post_act"], cache["1.mlp.post_act"])
+  _, one = model.run_with_cache(tokens(), "blocks.0.attn.hook_pattern")
+  assert list(one) == ["blocks.0.attn.hook_pattern"]
   # resid_mid = resid_in + attention delta (identity residual activation).
   np.testing.assert_allclose(cache["0.resid_mid"], cache["0.resid_in"] +
                              cache["0.attn.resid_delta"], atol=1e-6)
+
+
+def test_run_with_cache_without_names_records_every_site_and_pattern():
+  cfg, model = build(sink=True)
+  logits, cache = model.run_with_cache(tokens())
+  assert set(cache) == set(sites.all_site_names(cfg))
+  assert {f"{layer}.attn.pattern" for layer in range(cfg.n_layer)} <= set(cache)
+  assert cache["1.attn.pattern"].shape == (2, cfg.n_head, 16, 16)
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(model(tokens())))
+
+
+def _reference_pattern(cfg, model, q_BTA, k_BTA, layer):
+  """softmax(q k^T / sqrt(d_head)) over causal keys and the sink slot, in numpy float64."""
+  B, T, _ = q_BTA.shape
+  q = np.asarray(q_BTA, np.float64).reshape(B, T, cfg.n_head, cfg.head_dim)
+  k = np.asarray(k_BTA, np.float64).reshape(B, T, cfg.n_head, cfg.head_dim)
+  s = np.einsum("bqhk,bshk->bhqs", q, k) / math.sqrt(cfg.head_dim)
+  s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+  sink = np.asarray(model.blocks[layer].attn.sink_logit[...], np.float64)[None, :, None, None]
+  m = np.maximum(s.max(-1, keepdims=True), sink)
+  e = np.exp(s - m)
+  return e / (e.sum(-1, keepdims=True) + np.exp(sink - m))
+
+
+@pytest.mark.parametrize("impl", ["einsum", "xla"])
+def test_attention_pattern_is_exact_under_every_attention_implementation(impl):
+  """The pattern is softmax(q·k) with the sink, rows sum to 1 - sink share, and it reproduces
+  the attention output that the configured (possibly fused) implementation computes."""
+  cfg, model = build(sink=True, attention_impl=impl)
+  model.blocks[1].attn.sink_logit[...] = jnp.linspace(-1.0, 2.0, cfg.n_head)
+  toks = tokens()
+  plain, cache = model.run_with_cache(toks, ["1.attn.q", "1.attn.k", "1.attn.v", "1.attn.y"])
+  with_pattern, pat = model.run_with_cache(toks, ["blocks.1.attn.hook_pattern"])
+  p = np.asarray(pat["blocks.1.attn.hook_pattern"])
+  np.testing.assert_allclose(p, _reference_pattern(cfg, model, cache["1.attn.q"],
+                                                   cache["1.attn.k"], 1), atol=1e-6)
+  assert np.all(p.sum(-1) < 1.0) and np.all(np.triu(p[0, 0], 1) == 0.0)
+  B, T, _ = cache["1.attn.v"].shape
+  v = np.asarray(cache["1.attn.v"]).reshape(B, T, cfg.n_head, cfg.head_dim)
+  y = np.einsum("bhqs,bshk->bqhk", p, v).reshape(B, T, -1)
+  np.testing.assert_allclose(y, np.asarray(cache["1.attn.y"]), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(with_pattern), np.asarray(plain), atol=1e-5)
+
+
+def test_intervening_on_the_pattern_changes_the_output():
+  cfg, model = build()
+  toks = tokens()
+  base = model(toks)
+  T = toks.shape[1]
+  uniform = np.tril(np.ones((T, T), np.float32)) / np.arange(1, T + 1, dtype=np.float32)[:, None]
+  iv = {"0.attn.pattern": sites.Intervention(0.0, jnp.asarray(uniform))}
+  out, cache = model.run_with_cache(toks, ["0.attn.pattern"], interventions=iv)
+  np.testing.assert_allclose(np.asarray(cache["0.attn.pattern"])[1, 2], uniform, atol=1e-7)
+  assert not np.allclose(np.asarray(out), np.asarray(base))
+  keep = {"0.attn.pattern": sites.Intervention(1.0, 0.0)}
+  np.testing.assert_allclose(np.asarray(model(toks, interventions=keep)), np.asarray(base),
+                             atol=1e-6)
 
 
 def test_unknown_site_is_a_clear_error():
@@ -400,8 +463,8 @@ def test_scanned_layers_keep_the_public_forward_api():
                              np.asarray(ref(toks, interventions=iv, positions_B=pos)), atol=1e-5)
   for s in (0, 1, 3, 6):
     resid = model.resid_before(toks, s, interventions=iv)
-    np.testing.assert_allclose(np.asarray(resid), np.asarray(ref.resid_before(toks, s, interventions=iv)),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(resid),
+                               np.asarray(ref.resid_before(toks, s, interventions=iv)), atol=1e-5)
     np.testing.assert_allclose(np.asarray(model.logits_from(resid, s, toks, interventions=iv)),
                                np.asarray(ref(toks, interventions=iv)), atol=1e-5)
   names = ["1.attn.q", "2.resid_mid"]

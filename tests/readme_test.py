@@ -12,6 +12,6 @@ def test_readme_python_example_runs():
   env: dict = {}
   exec(compile(code, "README.md", "exec"), env)
   assert env["logits"].shape == (4, 64, 2048)
-  assert set(env["cache"]) == {"0.attn.q", "1.mlp.resid_delta"}
+  assert set(env["cache"]) == {"0.attn.q", "blocks.1.hook_mlp_out"}  # the names as asked
   assert not np.allclose(np.asarray(env["ablated"]), np.asarray(env["logits"]))
   assert float(env["metrics"]["loss"]) > 0

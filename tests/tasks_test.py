@@ -44,7 +44,7 @@ def test_registry_has_the_papers_20_tasks():
       "else_elif", "fstring_brace", "if_ternary", "var_swap", "indent_for", "lambda_func",
       "if_equals", "enumerate_range", "var_if", "while_return_true")
   for t in tasks.TASKS.values():
-    assert t.description and 1 <= t.max_edit <= 6 and t.flags <= set(tasks.FLAGS)
+    assert t.description and 1 <= t.max_edit <= 6 and t.flags <= set(registry.FLAGS)
   # Only else_elif ends its contexts on different tokens (inherent: `else` vs `elif`).
   assert [n for n, t in tasks.TASKS.items() if t.last_token_differs] == ["else_elif"]
   assert tasks.get_task("final_kwarg").expected == (("=None",), ("):\n",))
@@ -277,3 +277,43 @@ def test_evaluate_cuts_calls_to_their_longest_context_without_changing_scores():
   cut = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=16)
   assert cut["t"]["accuracy"] == whole["t"]["accuracy"] and cut["t"]["pairs"] == N
   np.testing.assert_allclose(cut["t"]["loss"], whole["t"]["loss"], rtol=1e-5)
+
+
+def test_solved_is_one_definition_and_names_the_split_that_decided():
+  v = evaluation.solved({"val": 0.18, "test": 0.138}, 0.15)
+  assert not v and (v.split, v.loss) == ("val", 0.18)
+  assert str(v) == "not solved (val loss 0.1800 > target 0.15)"
+  ok = evaluation.solved({"val": 0.10, "test": 0.15}, 0.15)
+  assert ok and str(ok) == "solved (test loss 0.1500 <= target 0.15)"
+  row = {"loss": 0.2, "accuracy": 0.5, "pairs": 4, "test": {"loss": 0.2, "accuracy": 0.5,
+                                                           "pairs": 4},
+         "ood": {"loss": 0.01, "accuracy": 1.0, "pairs": 4}}
+  v = evaluation.verdict_of(row, 0.15)  # the table judges on its first split only
+  assert not v and v.split == "test"
+
+
+def test_the_prune_summary_prints_the_number_that_decided(tmp_path):
+  from sparsejax.circuits import prune_run
+  summary = {"tasks": {}, "geometric_mean_edges": None, "config": {"target_loss": 0.15},
+             "unsolved": {"with_as": {"full_model_loss_val": 0.182,
+                                      "full_model_loss_test": 0.138}}}
+  text = prune_run.format_summary(prune_run.PruneResult({}, summary["unsolved"], summary))
+  assert "with_as" in text and "not solved (val loss 0.1820 > target 0.15)" in text
+  assert "0.138" not in text
+
+
+def test_evaluate_reports_progress_while_it_scores():
+  from conftest import tiny_config
+  from flax import nnx
+  from sparsejax.model.gpt import GPT
+  graphdef, params, buffers = nnx.split(GPT(tiny_config(), rngs=nnx.Rngs(0)), nnx.Param, ...)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, 64, size=(4, 2, 16)).astype(np.int32)
+  last = np.full((4, 2), 15, np.int32)
+  correct = rng.integers(0, 64, size=(4, 2)).astype(np.int32)
+  batch = batch_lib.TaskBatch(tokens, last, correct, (correct + 1) % 64)
+  lines = []
+  evaluation.evaluate(graphdef, params, buffers, {"a": batch, "b": batch, "c": batch},
+                      progress=lines.append, every_seconds=0.0)
+  assert [line.split(" (")[0] for line in lines] == [
+      "eval: 1/3 tasks scored", "eval: 2/3 tasks scored"]

@@ -60,7 +60,8 @@ def test_save_and_load_round_trip(bpe, tmp_path):
 
 
 def test_load_official_format_files(bpe, tmp_path):
-  """encoder.json + vocab.bpe (GPT-2 data_gym format, as tinypython_2k ships) load as the same BPE."""
+  """encoder.json + vocab.bpe (GPT-2 data_gym format, as tinypython_2k ships) load as the same
+  BPE."""
   model = json.loads(bpe.to_json())["model"]
   encoder = dict(model["vocab"])
   encoder["<|endoftext|>"] = 2047

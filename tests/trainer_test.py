@@ -172,3 +172,18 @@ def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(tmp_path, delay):
   out, err = proc.communicate(timeout=300)
   assert (proc.returncode, err) == (130, "interrupted\n"), (proc.returncode, err[-2000:])
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_missing_tensorboardx_is_said_once_when_tensorboard_is_asked_for(tmp_path, monkeypatch,
+                                                                           asked):
+  import sys
+  from sparsejax.train.metrics import MetricWriter
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if not installed
+  lines = []
+  writer = MetricWriter(str(tmp_path), tensorboard=asked, progress=lines.append)
+  writer.write(1, {"loss": 1.0})
+  writer.close()
+  assert len(lines) == int(asked)
+  if asked:
+    assert "tensorboardX is not installed" in lines[0] and "'.[tb]'" in lines[0]

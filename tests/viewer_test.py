@@ -83,7 +83,8 @@ def test_pages_in_headless_chromium(tmp_path):
   opts.binary_location = _chromium()
   for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
+              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+              "--window-size=1400,1000"):
     opts.add_argument(arg)
   opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
   driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))

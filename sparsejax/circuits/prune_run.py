@@ -23,6 +23,7 @@ import optax
 
 from sparsejax.data import dataset as data_lib
 from sparsejax.circuits import prune
+from sparsejax.tasks import evaluation as task_eval
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import TaskBatch, encode_pairs
 from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
@@ -211,13 +212,13 @@ class Pruner:
     tickets = {(n_, s): q.add(ones, splits[n_][s]) for n_ in names for s in ("val", "test")}
     res = q.run()
     full = {n_: {s: float(res[tickets[(n_, s)]]) for s in ("val", "test")} for n_ in names}
-    solvable = [n_ for n_ in names if max(full[n_].values()) <= cfg.target_loss]
+    verdicts = {n_: task_eval.solved(full[n_], cfg.target_loss) for n_ in names}
+    solvable = [n_ for n_ in names if verdicts[n_]]
     unsolved = {n_: {"full_model_loss_val": full[n_]["val"],
                      "full_model_loss_test": full[n_]["test"]}
                 for n_ in names if n_ not in solvable}
     for n_ in unsolved:
-      self.progress(f"prune: {n_}: the full model does not solve it (test loss "
-                    f"{full[n_]['test']:.3f} > target {cfg.target_loss}); not pruned")
+      self.progress(f"prune: {n_}: the full model is {verdicts[n_]}; not pruned")
     if not solvable:
       return PruneResult({}, unsolved, self._summary({}, unsolved))
 
@@ -422,8 +423,9 @@ def format_summary(result: PruneResult) -> str:
                  f"{fmt(r['inverse_loss']):>8} {fmt(r['random_circuit_loss_mean']):>7} "
                  f"{ctrl_s:>20}")
   for name, u in s["unsolved"].items():
-    lines.append(f"{name:<28} {'not solved by the full model (test loss '}"
-                 f"{u['full_model_loss_test']:.3f})")
+    verdict = task_eval.solved({"val": u["full_model_loss_val"],
+                                "test": u["full_model_loss_test"]}, s["config"]["target_loss"])
+    lines.append(f"{name:<28} the full model is {verdict}")
   gm = s["geometric_mean_edges"]
   lines.append(f"geometric mean of edges over {len(s['tasks'])} circuits: "
                f"{gm:.1f}" if gm is not None else "no circuits")

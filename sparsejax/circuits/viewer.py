@@ -1,9 +1,10 @@
-"""A self-contained HTML circuit viewer: an index page plus one page per task. No server, no network.
+"""A self-contained HTML circuit viewer: an index page plus one page per task. No server, no
+network.
 
-Every page carries its data as JSON inside ``<script type="application/json">`` (with ``<``, ``>`` and
-``&`` escaped as unicode escapes) and its own small script, which draws the circuit as a layered SVG
-graph and writes every piece of text with ``textContent`` — a token such as ``<script>`` shows as
-text and never runs. Plots (training curve, pruning curve) are inline SVG made here in Python.
+Every page carries its data as JSON inside ``<script type="application/json">`` (with ``<``, ``>``
+and ``&`` escaped as unicode escapes) and its own small script, which draws the circuit as a layered
+SVG graph and writes every piece of text with ``textContent`` — a token such as ``<script>`` shows
+as text and never runs. Plots (training curve, pruning curve) are inline SVG made here in Python.
 """
 
 from __future__ import annotations
@@ -222,7 +223,8 @@ def task_page(circuit: dict, details: dict, description: str) -> str:
           f"</p><div id=\"layout\"><div id=\"graph-wrap\"><svg id=\"graph\" "
           f"xmlns=\"http://www.w3.org/2000/svg\"></svg></div><aside id=\"panel\">"
           f"<p class=\"muted\">Select a node to see what it does.</p></aside></div></main>"
-          f"<script type=\"application/json\" id=\"circuit-data\">{_json_for_script(data)}</script>")
+          f"<script type=\"application/json\" id=\"circuit-data\">{_json_for_script(data)}"
+          "</script>")
   return _page(f"{name} — sparsejax circuit", body, f"<script>{_TASK_JS}</script>")
 
 

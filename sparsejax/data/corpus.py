@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 # ------------------------------------------------------------------ vocabulary
 NOUNS = (

@@ -9,7 +9,8 @@ A prepared dataset is a directory::
 
 Each source gets its own shard with as many tokens as its mixing weight asks for, and the sampler
 draws windows uniformly over all tokens, so batches follow the mix. The batch for step s is a pure
-function of (seed, s, process index): resuming needs only the step and every host reads its own rows.
+function of (seed, s, process index): resuming needs only the step and every host reads its own
+rows.
 The manifest is written last: a directory without one is an unfinished build and is rebuilt.
 
 Finite sources (Python trees, user files) are scanned once before anything is built: the usable
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -301,10 +303,14 @@ def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dat
     os.makedirs(directory, exist_ok=True)
   except OSError as e:
     raise PathError(f"{directory} cannot be created ({os_reason(e)})") from None
+  t0 = time.time()
+  if cfg.tokenizer == "bpe":
+    progress(f"data: training a {cfg.bpe_vocab_size}-token BPE on up to "
+             f"{cfg.tokenizer_train_chars:,} characters of the corpus")
   tokenizer = make_tokenizer(cfg, weights, plans)
   tokenizer.save(os.path.join(directory, TOKENIZER_FILE))
   progress(f"data: tokenizer {tokenizer.name} ({tokenizer.vocab_size} tokens, "
-           f"EOT {tokenizer.eot_id})")
+           f"EOT {tokenizer.eot_id}; {time.time() - t0:.1f}s)")
   manifest = {"config": dataclasses.asdict(cfg), "tokenizer": tokenizer.name,
               "tokenizer_sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size,
               "eot_id": tokenizer.eot_id, "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
@@ -316,6 +322,7 @@ def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dat
     for split, total in (("train", cfg.train_tokens), ("eval", cfg.eval_tokens)):
       stats = sources.SourceStats()
       wanted = max(1, round(w * total))
+      t0 = time.time()
       docs = _source_documents(name, cfg, stats, split == "eval", plans)
       n, n_docs = write_tokens(os.path.join(directory, f"{split}_{name}.bin"), docs, tokenizer,
                                wanted)
@@ -325,7 +332,8 @@ def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dat
       entry[split] = {"tokens": n, "documents": n_docs, "requested": wanted,
                       **({} if name == "builtin" else {"skipped": dataclasses.asdict(stats)})}
       note = "" if n == wanted else f" (source exhausted: {wanted:,} requested)"
-      progress(f"data: {split} {name}: {n:,} tokens from {n_docs:,} documents{note}")
+      progress(f"data: {split} {name}: {n:,} tokens from {n_docs:,} documents{note} "
+               f"({time.time() - t0:.1f}s)")
     manifest["sources"][name] = entry
   atomic_write_json(manifest_path, manifest, indent=2, sort_keys=True)
   return load(directory)

@@ -1,10 +1,11 @@
 """Tokenizers: the 2048-token byte-level BPE of the paper, and a byte-level fallback.
 
-The paper's ``tinypython_2k`` is a 2048-token BPE trained on its Python corpus, with the pre-tokenizer
-regex below and ``<|endoftext|>`` = 2047 (paper-notes §2.2). :func:`train_bpe` trains the same kind
-of tokenizer on our corpus with the ``tokenizers`` library (no network); :func:`load_tinypython`
-reads the official ``encoder.json`` + ``vocab.bpe`` from a local directory; :func:`load_tokenizer`
-reads a ``tokenizer.json`` we saved. ``ByteTokenizer`` (every UTF-8 byte a token) needs no training.
+The paper's ``tinypython_2k`` is a 2048-token BPE trained on its Python corpus, with the
+pre-tokenizer regex below and ``<|endoftext|>`` = 2047 (paper-notes §2.2). :func:`train_bpe` trains
+the same kind of tokenizer on our corpus with the ``tokenizers`` library (no network);
+:func:`load_tinypython` reads the official ``encoder.json`` + ``vocab.bpe`` from a local directory;
+:func:`load_tokenizer` reads a ``tokenizer.json`` we saved. ``ByteTokenizer`` (every UTF-8 byte a
+token) needs no training.
 
 The regex makes runs of punctuation absorb trailing newlines and slashes, so ``]]\\n``, ``("`` and
 ``')`` can each be one token — which is what makes several of the paper's tasks single-token.

@@ -8,10 +8,11 @@ The official ``GPTConfig`` is a dataclass that rejects unknown keywords, so
 :func:`save_beeg_config` writes only the official fields (:data:`OFFICIAL_FIELDS`, plus the keys
 the official ``load_model`` pops before building it) to ``beeg_config.json``; everything else —
 sparsejax-only fields (the "sparsejax fields" block of :class:`GPTConfig`: ``nope``,
-``compute_dtype``, ``remat_policy``, ``attention_impl``, ``scan_layers``,
-``abstopk_candidates``) and keys of released configs that no field matches (``pfrac``,
-``expansion_factor``, ...) — goes to a side file ``beeg_config.sparsejax.json`` next to it. :func:`load_beeg_config` reads both, so a save → load
-round trip loses nothing. Keys neither side knows are kept in ``GPTConfig.extra`` and reported.
+``compute_dtype``, ``remat_policy``, ``attention_impl``, ``scan_layers``, ``abstopk_candidates``)
+and keys of released configs that no field matches (``pfrac``, ``expansion_factor``, ...) — goes to
+a side file ``beeg_config.sparsejax.json`` next to it. :func:`load_beeg_config` reads both, so a
+save → load round trip loses nothing. Keys neither side knows are kept in ``GPTConfig.extra`` and
+reported.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from sparsejax.utils.checks import check_field_types
 from sparsejax.utils.errors import ConfigError
 from sparsejax.utils.files import atomic_write_json, read_json
 
-# Activation-sparsity (AbsTopK) locations, in forward order. The official code accepts these names in
-# the comma-separated ``afrac_loctypes``.
+# Activation-sparsity (AbsTopK) locations, in forward order. The official code accepts these names
+# in the comma-separated ``afrac_loctypes``.
 LOCTYPES = (
     "attn_in",  # post-ln_1 input to attention
     "attn_q",  # q over the whole n_head * d_head vector (not per head)
@@ -96,7 +97,8 @@ class GPTConfig:
   dropout: float = 0.0  # kept for format compatibility; must be 0 (the paper never uses dropout)
   bias: bool = True  # bias on c_attn, attention c_proj, c_fc, MLP c_proj
   ln_bias: bool = True  # bias of LayerNorm (ignored when rms_norm)
-  rms_norm: bool = False  # RMSNorm (learnable gain, no bias, eps = float32 machine eps) vs LayerNorm
+  # RMSNorm (learnable gain, no bias, eps = float32 machine eps) vs LayerNorm
+  rms_norm: bool = False
   residual_activation_type: str = "identity"  # "relu": ReLU on the residual after each sublayer add
   activation_type: str = "gelu"  # MLP nonlinearity: exact (erf) "gelu" or "relu"
   afrac: float | None = None  # AbsTopK keeps int(afrac * width) entries at each site; None = off

@@ -202,9 +202,12 @@ class Attention(nnx.Module):
     q_BTA = tape(f"{layer}.attn.q", ctx.sparsify(q_BTA, "attn_q"))
     k_BTA = tape(f"{layer}.attn.k", ctx.sparsify(k_BTA, "attn_k"))
     v_BTA = tape(f"{layer}.attn.v", ctx.sparsify(v_BTA, "attn_v"))
+    pattern = f"{layer}.{sites_lib.PATTERN_SITE}"
     with jax.named_scope("attention"):
       y_BTA = None
-      if query_B is None and ctx.attention != "einsum":
+      if tape.wants(pattern):  # the pattern exists only in the materialised attention
+        y_BTA = self._attend(q_BTA, k_BTA, v_BTA, query_B, lambda p: tape(pattern, p))
+      elif query_B is None and ctx.attention != "einsum":
         try:
           y_BTA = self._attend_fused(q_BTA, k_BTA, v_BTA, ctx.attention)
         except (NotImplementedError, RuntimeError, ValueError):
@@ -250,8 +253,10 @@ class Attention(nnx.Module):
                                      implementation=implementation)
     return y[:, 1:, :, :K].reshape(B, T, H * K)
 
-  def _attend(self, q_BQA, k_BTA, v_BTA, query_B=None):
-    """Materialised causal attention (the reference, and the path for scored positions)."""
+  def _attend(self, q_BQA, k_BTA, v_BTA, query_B=None, tap_pattern=None):
+    """Materialised causal attention (the reference, and the path for scored positions);
+    ``tap_pattern`` sees (and may replace) the probabilities (B, H, Q, T) before they weigh the
+    values."""
     B, T, _ = k_BTA.shape
     Q = q_BQA.shape[1]
     split = lambda a: a.reshape(B, a.shape[1], self.n_head, self.d_head)
@@ -272,6 +277,8 @@ class Attention(nnx.Module):
     if self.sink_logit is not None:
       denom = denom + jnp.exp(b_H11 - m)  # the sink's value is zero: it only adds mass
     p_BHTT = (p_BHTT / denom).astype(v.dtype)
+    if tap_pattern is not None:
+      p_BHTT = tap_pattern(p_BHTT)
     y = jnp.einsum("bhqs,bshk->bqhk", p_BHTT, v)
     return y.reshape(B, Q, self.n_head * self.d_head)
 
@@ -391,14 +398,20 @@ class GPT(nnx.Module):
                                     positions_B=positions_B, final_rms_B=final_rms_B)
     return logits
 
-  def run_with_cache(self, tokens_BT, names: Iterable[str], *,
+  def run_with_cache(self, tokens_BT, names: Iterable[str] | str | None = None, *,
                      interventions: sites_lib.Interventions | None = None, positions_B=None,
                      final_rms_B=None):
-    """Returns (logits, {official site name: activation}) for the requested sites.
+    """Returns (logits, {name: activation}) for the requested sites (None: every site, attention
+    patterns included, under the official names).
 
-    Names may be official (``"0.attn.q"``) or TransformerLens aliases
-    (``"blocks.0.attn.hook_q"``); the cache is keyed by the official names.
+    Names may be official (``"0.attn.q"``, ``"0.attn.pattern"``) or TransformerLens aliases
+    (``"blocks.0.attn.hook_q"``, ``"blocks.0.attn.hook_pattern"``); the cache is keyed by the
+    names as asked.
     """
+    if names is None:
+      names = sites_lib.all_site_names(self.config)
+    elif isinstance(names, str):
+      names = [names]
     tape = sites_lib.SiteTape(self.config, names, interventions)
     ctx = self._context(tokens_BT, tape)
     x = self._embed(tokens_BT)
@@ -412,7 +425,7 @@ class GPT(nnx.Module):
       x = x[:, 0]  # (B, D): already at the scored positions
     else:
       x = self._run(x, ctx, 0, self.num_sublayers)
-    return self._head(x, tokens_BT, ctx, positions_B, final_rms_B), tape.cache
+    return self._head(x, tokens_BT, ctx, positions_B, final_rms_B), tape.as_requested()
 
   def resid_before(self, tokens_BT, sublayer: int, *,
                    interventions: sites_lib.Interventions | None = None):
@@ -492,7 +505,7 @@ class GPT(nnx.Module):
     when they cannot be stacked (a site intervened in some of the layers only, or with
     different shapes)."""
     out = {}
-    for suffix in sites_lib.LAYER_SITES:
+    for suffix in sites_lib.LAYER_SITES + (sites_lib.PATTERN_SITE,):
       ivs = [tape.interventions.get(f"{layer}.{suffix}") for layer in range(first, last)]
       if all(iv is None for iv in ivs):
         continue
@@ -550,6 +563,7 @@ class _LayerTape(sites_lib.SiteTape):
   """The tape of one scanned block: that layer's interventions, keyed ``L.<site suffix>``."""
 
   def __init__(self, interventions: dict):
+    self.requested = {}
     self.capture = frozenset()
     self.interventions = interventions
     self.cache = {}

@@ -3,17 +3,23 @@
 Every activation a forward pass exposes has the name the official ``circuit_sparsity`` hooks use:
 
   ``{L}.resid_in``          residual stream entering block L                      (d_model)
-  ``{L}.attn.act_in``       attention input after ln_1 (+ cat pos emb, AbsTopK)    (d_model [+ d_pos_emb])
+  ``{L}.attn.act_in``       attention input after ln_1 (+ cat pos emb, AbsTopK)    (d_model [+ P])
   ``{L}.attn.q|k|v``        query / key / value, all heads side by side            (n_head * d_head)
   ``{L}.attn.y``            attention output before c_proj                         (n_head * d_head)
   ``{L}.attn.resid_delta``  what attention adds to the residual stream             (d_model)
   ``{L}.resid_mid``         residual stream between attention and MLP              (d_model)
-  ``{L}.mlp.act_in``        MLP input after ln_2 (+ cat pos emb, AbsTopK)          (d_model [+ d_pos_emb])
+  ``{L}.mlp.act_in``        MLP input after ln_2 (+ cat pos emb, AbsTopK)          (d_model [+ P])
   ``{L}.mlp.post_act``      MLP neurons after the nonlinearity (and AbsTopK)       (d_mlp)
   ``{L}.mlp.resid_delta``   what the MLP adds to the residual stream               (d_model)
   ``final_resid``           residual stream before ln_f                            (d_model)
+  ``{L}.attn.pattern``      attention probabilities per head      (batch, n_head, query, key)
 
-Each site's value has shape (batch, seq, width); a *node* is one index along the width.
+P = d_pos_emb. Each site's value has shape (batch, seq, width); a *node* is one index along the
+width. The attention pattern is the exception: ``pattern[b, h, q, s]`` is how much query position q
+of head h attends to key position s (TransformerLens' ``hook_pattern`` layout). With an attention
+sink a row sums to less than one: the rest went to the sink, whose value is zero. Asking for a
+pattern (or intervening on it) runs that layer's attention materialised, never a fused kernel, so
+the pattern is the one that produced ``{L}.attn.y``.
 
 An :class:`Intervention` replaces a site's value by ``mask * x + (1 - mask) * value`` with ``mask``
 and ``value`` broadcast against (batch, seq, width). A mask of ones with any value leaves the model
@@ -47,6 +53,7 @@ LAYER_SITES = (
     "mlp.resid_delta",
 )
 FINAL_SITE = "final_resid"
+PATTERN_SITE = "attn.pattern"  # per layer; shape (batch, n_head, query, key), not nodes
 # The per-layer sites whose channels are circuit nodes (sparsejax.circuits): reads, q/k/v, MLP
 # neurons and residual writes.
 PRUNE_SITES = ("attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta", "mlp.act_in",
@@ -66,6 +73,7 @@ _TL_LAYER_ALIASES = {
     "ln2.hook_normalized": "mlp.act_in",
     "mlp.hook_post": "mlp.post_act",
     "hook_mlp_out": "mlp.resid_delta",
+    "attn.hook_pattern": PATTERN_SITE,
 }
 _TL_PATTERN = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _OFFICIAL_PATTERN = re.compile(r"^(\d+)\.(.+)$")
@@ -87,9 +95,18 @@ def site_names(cfg: GPTConfig) -> list[str]:
   return names + [FINAL_SITE]
 
 
+def all_site_names(cfg: GPTConfig) -> list[str]:
+  """Every name ``run_with_cache`` can record: the node sites and each layer's attention
+  pattern."""
+  return site_names(cfg) + [f"{layer}.{PATTERN_SITE}" for layer in range(cfg.n_layer)]
+
+
 def site_width(cfg: GPTConfig, name: str) -> int:
   """Number of nodes (the last dimension) at an official site."""
   suffix = name if name == FINAL_SITE else _OFFICIAL_PATTERN.match(name).group(2)
+  if suffix == PATTERN_SITE:
+    raise ValueError(f"{name} is an attention pattern (batch, n_head, query, key), not a site "
+                     "of nodes")
   if suffix in ("attn.q", "attn.k", "attn.v", "attn.y"):
     return cfg.attn_dim
   if suffix == "mlp.post_act":
@@ -112,12 +129,13 @@ def canonical_site(name: str, cfg: GPTConfig) -> str:
     if hook in _TL_LAYER_ALIASES and layer < n_layer:
       return f"{layer}.{_TL_LAYER_ALIASES[hook]}"
   m = _OFFICIAL_PATTERN.match(name)
-  if m and int(m.group(1)) < n_layer and m.group(2) in LAYER_SITES:
+  if m and int(m.group(1)) < n_layer and (m.group(2) in LAYER_SITES or
+                                          m.group(2) == PATTERN_SITE):
     return name
   raise ValueError(
       f"unknown site {name!r}: expected '{{L}}.<site>' with L < {n_layer} and <site> one of "
-      f"{', '.join(LAYER_SITES)}; 'final_resid'; or a TransformerLens alias such as "
-      "'blocks.0.hook_resid_pre'")
+      f"{', '.join(LAYER_SITES + (PATTERN_SITE,))}; 'final_resid'; or a TransformerLens alias "
+      "such as 'blocks.0.hook_resid_pre'")
 
 
 def canonical_interventions(interventions: Interventions | None, cfg: GPTConfig) -> dict:
@@ -141,9 +159,19 @@ class SiteTape:
 
   def __init__(self, cfg: GPTConfig, capture: Iterable[str] = (),
                interventions: Interventions | None = None):
-    self.capture = frozenset(canonical_site(n, cfg) for n in capture)
+    # {name as asked: official name}: the cache is returned under the names asked for.
+    self.requested = {n: canonical_site(n, cfg) for n in capture}
+    self.capture = frozenset(self.requested.values())
     self.interventions = canonical_interventions(interventions, cfg)
     self.cache: dict[str, jax.Array] = {}
+
+  def wants(self, name: str) -> bool:
+    """Whether site ``name`` (official) is recorded or intervened on."""
+    return name in self.capture or name in self.interventions
+
+  def as_requested(self) -> dict[str, jax.Array]:
+    """The recorded activations under the names they were asked for."""
+    return {asked: self.cache[name] for asked, name in self.requested.items()}
 
   def __call__(self, name: str, x: jax.Array) -> jax.Array:
     iv = self.interventions.get(name)

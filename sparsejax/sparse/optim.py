@@ -3,14 +3,14 @@
 Per step (paper-notes §2.3; the official training script's order):
 
   1. ``normalize_by_global_rms``: g ← g / (rms(g) + 1e-5), rms over *all* parameters.
-  2. ``optax.scale_by_adam(b1=0.9, b2=0.95, eps=0.1)``: moments are dense for every weight, including
-     ones currently zero, so pruned weights can come back.
+  2. ``optax.scale_by_adam(b1=0.9, b2=0.95, eps=0.1)``: moments are dense for every weight,
+     including ones currently zero, so pruned weights can come back.
   3. ``optax.scale_by_learning_rate(sharkfin)``: warmup, linear decay, × sqrt(d_final / d_t).
   4. ``decay_after_update``: p' = (p + u) · (1 − wd · lr_t) on matrices except the bigram table
      (decoupled weight decay applied after the Adam step, as the official script does).
-  5. ``keep_topk``: rewrites the updates so that ``params + updates`` keeps exactly k entries of each
-     projected matrix. It must be last: it looks at the final new parameters. (Decay scales a matrix
-     uniformly, so decaying before or after selecting gives the same entries.)
+  5. ``keep_topk``: rewrites the updates so that ``params + updates`` keeps exactly k entries of
+     each projected matrix. It must be last: it looks at the final new parameters. (Decay scales a
+     matrix uniformly, so decaying before or after selecting gives the same entries.)
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ class OptimConfig:
   """Optimizer hyperparameters (official defaults; lr from the official training script)."""
 
   lr: float = 1.28e-2  # peak learning rate before the ×sqrt(d_final / d_t) factor
-  b1: float = 0.9
-  b2: float = 0.95
+  b1: float = 0.9  # Adam's first-moment decay
+  b2: float = 0.95  # Adam's second-moment decay
   eps: float = 0.1  # Adam epsilon: large on purpose (paper ablates 1, 0.01, 0.001)
   weight_decay: float = 0.1  # decoupled; matrices only, not the bigram table
   warmup_frac: float = 0.01  # linear warmup over this fraction of training
   normalize_grads: bool = True  # divide gradients by their global RMS every step
-  grad_rms_eps: float = 1e-5
+  grad_rms_eps: float = 1e-5  # added to the global gradient RMS before dividing by it
 
   def __post_init__(self):
     for name in ("lr", "eps", "grad_rms_eps"):

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from sparsejax.tasks.registry import FLAGS  # noqa: F401 (re-exported)
 from sparsejax.tasks.registry import LAST_TOKEN_DIFFERS
-from sparsejax.tasks.registry import SPLITS  # noqa: F401 (re-exported)
 from sparsejax.tasks.registry import Task
 from sparsejax.tasks.registry import TaskPair
 from sparsejax.tasks.registry import TaskRegistry

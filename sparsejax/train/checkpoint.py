@@ -18,6 +18,7 @@ last checkpoint known to be complete.
 
 from __future__ import annotations
 
+import contextlib
 import logging as py_logging
 import os
 import re
@@ -46,6 +47,28 @@ def quiet_orbax_logs() -> None:
   logger = absl_logging.get_absl_logger()
   if not any(isinstance(f, _OrbaxFilter) for f in logger.filters):
     logger.addFilter(_OrbaxFilter())
+
+
+@contextlib.contextmanager
+def orbax_logs_quieted():
+  """Hides orbax's log records (below CRITICAL) while the block runs, then restores the logger.
+
+  Opening a run from Python logs three WARNING lines per call ("read_only=True, setting
+  save_interval_steps=0", ...) and a dozen INFO lines with verbose absl logging. Records of other
+  libraries are untouched, and nothing is hidden when absl's verbosity asks for INFO or more
+  (``--verbosity=0`` / ``absl.logging.set_verbosity("info")``).
+  """
+  from absl import logging as absl_logging
+  if absl_logging.get_verbosity() >= absl_logging.INFO:
+    yield
+    return
+  logger = absl_logging.get_absl_logger()
+  quiet = _OrbaxFilter()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
 
 
 class _OrbaxFilter(py_logging.Filter):

@@ -68,6 +68,9 @@ class LoopConfig:
   keep_checkpoints: int = 3  # the last N checkpoints are kept
   fsdp: int = 1  # devices per FSDP group; the mesh is (n_devices / fsdp) x fsdp
   skip_nonfinite: bool = False  # skip steps with a non-finite loss instead of stopping
+  # TensorBoard events in WORKDIR/tensorboard besides metrics.jsonl; needs tensorboardX
+  # (pip install -e '.[tb]'), and says so in one line when it is missing.
+  tensorboard: bool = True
 
   def __post_init__(self):
     for name in ("steps", "batch_size", "seq_len", "log_every", "eval_every", "eval_batches",
@@ -77,7 +80,7 @@ class LoopConfig:
 
   # Fields that may change when a run is resumed (they do not change what is computed).
   RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "checkpoint_every",
-                       "keep_checkpoints")
+                       "keep_checkpoints", "tensorboard")
 
 
 class TrainingError(UserError):
@@ -230,7 +233,8 @@ def _run(cfg: RunConfig, workdir: str, dataset: data_lib.Dataset, progress, *,
       atomic_write_json(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), indent=2,
                         sort_keys=True)
     _truncate_metrics(workdir, start)
-    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0,
+                          tensorboard=cfg.train.tensorboard, progress=progress)
     last = _loop(cfg, graphdef, state, tx, lr, mesh, dataset, checkpointer, writer, progress,
                  start)
     checkpointer.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sparsejax.utils.errors import FileFormatError, PathError, os_reason
 
@@ -21,7 +21,8 @@ METRICS_FILE = "metrics.jsonl"
 class MetricWriter:
   """Appends ``{"step": s, ...}`` rows to ``workdir/metrics.jsonl`` (and TensorBoard events)."""
 
-  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
+               progress: Callable[[str], None] = lambda _: None):
     self.enabled = enabled
     self.path = os.path.join(workdir, METRICS_FILE)
     self._file = None
@@ -38,6 +39,9 @@ class MetricWriter:
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:
         self._tb = None
+        progress("metrics: no TensorBoard events: tensorboardX is not installed (pip install -e "
+                 "'.[tb]'); metrics.jsonl has every row (--config.train.tensorboard=False "
+                 "silences this)")
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:

@@ -78,12 +78,13 @@ def load_run(workdir: str, step: int | None = None, *,
   tokenizer = load_tokenizer(tok_path) if os.path.exists(tok_path) else None
   tx = optim.sparse_adam(cfg.optim, cfg.sparsity, cfg.train.steps)
   graphdef, abstract = train_step.abstract_train_state(cfg.model, tx, seed=cfg.train.seed)
-  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
-  try:
-    if ckpt.latest_step() is None:
-      raise RunError(f"{workdir} has no finished checkpoint; train it first")
-    state, meta = ckpt.restore(abstract, step, note=progress)
-  finally:
-    ckpt.close(quiet=True)
+  with checkpoint.orbax_logs_quieted():  # orbax logs 3 warnings per read-only open
+    ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+    try:
+      if ckpt.latest_step() is None:
+        raise RunError(f"{workdir} has no finished checkpoint; train it first")
+      state, meta = ckpt.restore(abstract, step, note=progress)
+    finally:
+      ckpt.close(quiet=True)
   return TrainedRun(workdir, cfg, tokenizer, graphdef,
                     jax.device_get(state.params), jax.device_get(state.buffers), int(meta["step"]))
