@@ -125,3 +125,32 @@ def test_readme_analysis_example_runs(run_dir, capsys):
   assert float(env["ablated"]) != float(env["loss"])
   out = capsys.readouterr()
   assert "task loss" in out.out and "WARNING" not in out.err
+
+
+def test_load_run_opens_a_run_whose_optimizer_state_has_another_layout(run_dir, run, tmp_path):
+  """A run saved by a version with another optax chain layout (e.g. before the projection kept
+  its thresholds in the state) still opens for analysis; resuming it is still refused."""
+  import shutil
+
+  from sparsejax.sparse import optim
+  from sparsejax.train import checkpoint, step as train_step
+
+  work = tmp_path / "old"
+  shutil.copytree(run_dir, work)
+  cfg = run.config
+  tx = optim.sparse_adam(cfg.optim, cfg.sparsity, cfg.train.steps)
+  _, abstract = train_step.abstract_train_state(cfg.model, tx, seed=cfg.train.seed)
+  ckpt = checkpoint.Checkpointer(str(work / "checkpoints"))
+  state, meta = ckpt.restore(abstract)
+  old = train_step.TrainState(step=state.step, params=state.params, buffers=state.buffers,
+                              opt_state={"legacy_count": jnp.zeros((), jnp.int32),
+                                         "legacy_mu": jnp.ones((3, 2))})
+  ckpt.save(run.step + 1, old, dict(meta, step=run.step + 1))
+  ckpt.wait()
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="opt_state"):
+    ckpt.restore(abstract)
+  ckpt.close(quiet=True)
+  loaded = sj.load_run(str(work), progress=None)
+  assert loaded.step == run.step + 1
+  jax.tree.map(np.testing.assert_array_equal, loaded.params, run.params)
+  jax.tree.map(np.testing.assert_array_equal, loaded.buffers, run.buffers)

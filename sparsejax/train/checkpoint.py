@@ -19,6 +19,7 @@ last checkpoint known to be complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging as py_logging
 import os
 import re
@@ -233,13 +234,18 @@ class Checkpointer:
 
   # ---------------------------------------------------------------- restoring
   def restore(self, abstract_state: Any, step: int | None = None, *,
-              note: Callable[[str], None] | None = None) -> tuple[Any, dict]:
+              note: Callable[[str], None] | None = None,
+              as_saved: tuple[str, ...] = ()) -> tuple[Any, dict]:
     """(state, meta) at ``step``, or by default at the newest checkpoint that restores, into the
     structure / shardings of ``abstract_state`` (arrays or ``jax.ShapeDtypeStruct``s).
 
     Damaged newer checkpoints are skipped (moved aside unless read-only), and ``note`` gets one
     line saying which and why. Raises :class:`IncompatibleCheckpointError` when the checkpoints
-    hold another structure, :class:`CheckpointError` when none restores."""
+    hold another structure, :class:`CheckpointError` when none restores.
+
+    ``as_saved`` names fields of the (dataclass) state restored in whatever structure the
+    checkpoint holds, unchecked: a reader that needs only the parameters opens a run whose
+    optimizer state is laid out by another version (``load_run`` passes ``("opt_state",)``)."""
     abstract = jax.tree.map(
         lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
             x.shape, x.dtype, sharding=getattr(x, "sharding", None)), abstract_state)
@@ -252,7 +258,7 @@ class Checkpointer:
     damaged = []
     for s in steps:
       try:
-        state, meta = self._restore_step(s, abstract)
+        state, meta = self._restore_step(s, abstract, as_saved)
       except _Damaged as d:
         damaged.append((s, d.reason))
         continue
@@ -267,13 +273,17 @@ class Checkpointer:
     raise CheckpointError(f"no checkpoint in {self.directory} can be restored ({listing}); move "
                           "the directory away to start the run again")
 
-  def _restore_step(self, step: int, abstract) -> tuple[Any, dict]:
+  def _restore_step(self, step: int, abstract, as_saved: tuple[str, ...] = ()) -> tuple[Any, dict]:
     try:
       saved = self._mgr.item_metadata(step)["state"]
     except Exception as e:  # noqa: BLE001 -- unreadable metadata: damaged
       raise _Damaged(_reason(e)) from None
     if saved is None:
       raise _Damaged("no state metadata")
+    if as_saved:
+      as_struct = lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype)
+      abstract = dataclasses.replace(abstract, **{
+          f: jax.tree.map(as_struct, saved[f]) if f in saved else None for f in as_saved})
     diff = structure_differences(saved, abstract)
     if diff:
       more = f"; {len(diff) - 2} more differences" if len(diff) > 2 else ""

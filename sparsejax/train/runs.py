@@ -83,7 +83,9 @@ def load_run(workdir: str, step: int | None = None, *,
     try:
       if ckpt.latest_step() is None:
         raise RunError(f"{workdir} has no finished checkpoint; train it first")
-      state, meta = ckpt.restore(abstract, step, note=progress)
+      # The optimizer state as saved: a reader needs only the parameters, and runs trained by
+      # an earlier version (another optax chain layout) must still open.
+      state, meta = ckpt.restore(abstract, step, note=progress, as_saved=("opt_state",))
     finally:
       ckpt.close(quiet=True)
   return TrainedRun(workdir, cfg, tokenizer, graphdef,
