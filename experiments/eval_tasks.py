@@ -1,11 +1,12 @@
-"""Loss and accuracy of a trained run on the 20 Python tasks (test split).
+"""Loss and accuracy of a trained run on the 20 Python tasks, on the test and ood splits.
 
-  python experiments/eval_tasks.py --workdir=runs/tiny [--tasks=all] [--pairs=200] [--out=...]
+  python experiments/eval_tasks.py --workdir=runs/tiny [--tasks=all] [--pairs=200]
+      [--splits=test,ood] [--out=...]
 
-Prints a table and writes JSON (default: WORKDIR/task_eval.json).
+Prints a table (loss and accuracy per split, solved on the first split, the tasks' flags) and
+writes JSON (default: WORKDIR/task_eval.json).
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,28 +18,26 @@ from sparsejax import cli  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run directory.")
 _TASKS = flags.DEFINE_string("tasks", "all", "Comma-separated task names, or 'all'.")
-_PAIRS = flags.DEFINE_integer("pairs", 200, "Test pairs per task.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to score.")
+_PAIRS = flags.DEFINE_integer("pairs", 200, "Pairs per task and split.")
+_SPLITS = flags.DEFINE_list("splits", ["test", "ood"],
+                            "Splits to score (train, test, ood); the first decides 'solved'.")
 _OUT = flags.DEFINE_string("out", None, "JSON output path (default WORKDIR/task_eval.json).")
 _TARGET = flags.DEFINE_float("target_loss", 0.15, "Loss at or below which a task counts solved.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main():
-  from sparsejax.tasks import evaluation as task_eval
+  from sparsejax import pipeline
   from sparsejax.tasks import generators as tasks
-  from sparsejax.train.runs import load_run
-  from sparsejax.utils.files import atomic_write_json
   names = tasks.resolve_names(_TASKS.value)
-  run = load_run(_WORKDIR.value)
-  batches = task_eval.task_batches(names, run.tokenizer, n_pairs=_PAIRS.value, split=_SPLIT.value,
-                                   max_len=run.config.model.block_size)
-  results = task_eval.evaluate(run.graphdef, run.params, run.buffers, batches)
-  print(f"run {run.workdir} at step {run.step}, {_SPLIT.value} split")
-  print(task_eval.format_table(results, _TARGET.value))
-  out = _OUT.value or os.path.join(_WORKDIR.value, "task_eval.json")
-  atomic_write_json(out, {"step": run.step, "split": _SPLIT.value, "tasks": results}, indent=2)
-  print(f"wrote {out}")
+  bad = [s for s in _SPLITS.value if s not in tasks.SPLITS]
+  if bad or not _SPLITS.value:
+    raise ValueError(f"--splits: unknown split(s) {', '.join(bad) or '(none given)'}; valid: "
+                     f"{', '.join(tasks.SPLITS)}")
+  pipeline.evaluate_tasks(_WORKDIR.value, names, pairs=_PAIRS.value, target_loss=_TARGET.value,
+                          splits=tuple(_SPLITS.value), out=_OUT.value,
+                          progress=lambda line: print(line, flush=True))
+  print(f"wrote {_OUT.value or Path(_WORKDIR.value) / 'task_eval.json'}")
 
 
 if __name__ == "__main__":

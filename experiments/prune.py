@@ -47,6 +47,7 @@ def main():
   cfg = run_config.build(prune.PruneConfig, values, "config")
   names = tasks.resolve_names(_TASKS.value)
   run = load_run(_WORKDIR.value)
+  run.require_tokenizer("pruning")  # a run imported on token ids stops here, in one line
   out = _OUT.value or os.path.join(_WORKDIR.value, "prune")
   progress = lambda line: print(line, flush=True)
   progress(f"prune: run {run.workdir} at step {run.step}; {len(names)} tasks; target loss "

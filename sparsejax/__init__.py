@@ -9,6 +9,13 @@ from sparsejax.utils.errors import ConfigError
 from sparsejax.model.config import GPTConfig
 from sparsejax.model.config import load_beeg_config
 from sparsejax.model.config import save_beeg_config
+from sparsejax.interop.official import from_official
+from sparsejax.interop.official import load_official
+from sparsejax.interop.official import to_official
+from sparsejax.interop.run_io import export_run
+from sparsejax.interop.run_io import import_official
+from sparsejax.interop.state_dict import read_state_dict
+from sparsejax.interop.state_dict import write_state_dict
 from sparsejax.model.gpt import GPT
 from sparsejax.model.gpt import param_count
 from sparsejax.sparse.optim import OptimConfig

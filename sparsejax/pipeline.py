@@ -25,14 +25,16 @@ from sparsejax.utils.files import atomic_write_json
 
 
 def evaluate_tasks(workdir: str, names, *, pairs: int = 200, target_loss: float = 0.15,
+                   splits=task_eval.EVAL_SPLITS, out: str | None = None,
                    progress: Callable[[str], None] = print) -> dict:
+  """Scores the run on the task splits (test, ood), prints the table and writes ``out`` (default
+  WORKDIR/task_eval.json). Returns {task: result} as :func:`task_eval.evaluate_run`."""
   run = load_run(workdir)
-  batches = task_eval.task_batches(names, run.tokenizer, n_pairs=pairs, split="test",
-                                   max_len=run.config.model.block_size)
-  results = task_eval.evaluate(run.graphdef, run.params, run.buffers, batches)
+  results = task_eval.evaluate_run(run, names, pairs=pairs, splits=splits, progress=progress)
+  progress(f"run {workdir} at step {run.step}")
   progress(task_eval.format_table(results, target_loss))
-  path = os.path.join(workdir, "task_eval.json")
-  atomic_write_json(path, {"step": run.step, "split": "test", "tasks": results}, indent=2)
+  path = out or os.path.join(workdir, "task_eval.json")
+  atomic_write_json(path, task_eval.report(run.step, results, target_loss), indent=2)
   return results
 
 

@@ -44,11 +44,33 @@ def test_released_style_config_loads_and_round_trips(tmp_path):
   save_beeg_config(cfg, out)
   written = json.loads(out.read_text())
   assert written["pfrac"] == 0.125 and written["d_mlp"] == 1024
+  assert written["bigram_table_rank"] is None  # the official load_model pops it unconditionally
+  side = json.loads((tmp_path / "saved.sparsejax.json").read_text())
   for key, value in RELEASED_STYLE.items():
     if key != "n_mlp":
-      assert written[key] == value, key
+      assert (written[key] if key in written else side[key]) == value, key
   again = load_beeg_config(out)
-  assert again == cfg and again.extra == cfg.extra
+  # The keys the official side needs come back with their written (default) values.
+  assert again == cfg and again.extra == dict(cfg.extra, bigram_table_rank=None, debug_nans=False)
+
+
+def test_saved_config_holds_only_what_the_official_loader_accepts(tmp_path):
+  """The official GPTConfig is a dataclass: an unknown keyword (``nope``, ``compute_dtype``,
+  ``expansion_factor``) makes its constructor fail, so those go to the side file."""
+  from sparsejax.model.config import LOADER_POPPED_KEYS, OFFICIAL_FIELDS
+  cfg = GPTConfig.from_dict(dict(RELEASED_STYLE, nope=True, compute_dtype="bfloat16"))
+  save_beeg_config(cfg, tmp_path / "beeg_config.json")
+  written = json.loads((tmp_path / "beeg_config.json").read_text())
+  assert set(written) == set(OFFICIAL_FIELDS) | set(LOADER_POPPED_KEYS)
+  assert written["debug_nans"] is False  # official field sparsejax does not model: its default
+  side = json.loads((tmp_path / "beeg_config.sparsejax.json").read_text())
+  assert side["nope"] is True and side["compute_dtype"] == "bfloat16"
+  assert side["expansion_factor"] == 1 and "pfrac" not in side
+  again = load_beeg_config(tmp_path / "beeg_config.json")
+  assert again == cfg and again.nope and again.compute_dtype == "bfloat16"
+  # Every dataclass field is official or sparsejax-only; none is lost by the split.
+  fields = {f.name for f in dataclasses.fields(GPTConfig)} - {"extra"}
+  assert fields <= set(written) | set(side)
 
 
 def test_unknown_keys_are_kept_and_reported(tmp_path, caplog):

@@ -26,14 +26,30 @@ def run_eval(*args):
 
 def test_eval_tasks_table_and_json(run_dir, tmp_path):
   out = tmp_path / "eval.json"
-  res = run_eval(f"--workdir={run_dir}", "--tasks=var_swap,if_equals", "--pairs=8",
+  res = run_eval(f"--workdir={run_dir}", "--tasks=var_swap,else_elif", "--pairs=8",
                  f"--out={out}")
   assert res.returncode == 0, res.stderr[-2000:]
   assert "var_swap" in res.stdout and "solved:" in res.stdout
+  header = next(line for line in res.stdout.splitlines() if line.startswith("task "))
+  assert "test loss" in header and "ood loss" in header and "flags" in header
+  assert "last_token_differs" in next(l for l in res.stdout.splitlines() if l.startswith("else_"))
   data = json.loads(out.read_text())
-  assert data["step"] == 4 and set(data["tasks"]) == {"var_swap", "if_equals"}
-  for r in data["tasks"].values():
-    assert r["pairs"] == 8 and 0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0
+  assert data["step"] == 4 and set(data["tasks"]) == {"var_swap", "else_elif"}
+  assert data["splits"] == ["test", "ood"] and "last_token_differs" in data["flags"]
+  for name, r in data["tasks"].items():
+    assert r["flags"] == (["last_token_differs"] if name == "else_elif" else [])
+    assert r["loss"] == r["test"]["loss"]  # the first split decides "solved"
+    for split in ("test", "ood"):
+      s = r[split]
+      assert s["pairs"] == 8 and 0.0 <= s["accuracy"] <= 1.0 and s["loss"] > 0
+    assert r["test"] != r["ood"]
+
+
+def test_eval_tasks_unknown_split_is_a_clear_error(run_dir):
+  res = run_eval(f"--workdir={run_dir}", "--tasks=var_swap", "--splits=test,validation")
+  assert res.returncode != 0
+  assert "error: --splits: unknown split(s) validation; valid: train, test, ood" in res.stderr
+  assert "Traceback" not in res.stderr
 
 
 def test_eval_tasks_unknown_task_is_a_clear_error(run_dir):

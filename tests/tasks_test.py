@@ -1,25 +1,21 @@
+import ast
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sparsejax.data import corpus
+from sparsejax.data import tokenizer as tok_lib
+from sparsejax.data.dataset import DataConfig
+from sparsejax.data.dataset import make_tokenizer
+from sparsejax.data.dataset import source_weights
 from sparsejax.tasks import batch as batch_lib
 from sparsejax.tasks import evaluation
 from sparsejax.tasks import generators as tasks
-from sparsejax.data import tokenizer as tok_lib
-from sparsejax.data.dataset import make_tokenizer, source_weights
-from sparsejax.data.dataset import DataConfig
+from sparsejax.tasks import registry
+from sparsejax.tasks import surface
 
-
-def differing_middle(a: str, b: str) -> tuple[str, str]:
-  """What is left of a and b after removing their common prefix and common suffix."""
-  p = 0
-  while p < min(len(a), len(b)) and a[p] == b[p]:
-    p += 1
-  s = 0
-  while s < min(len(a), len(b)) - p and a[-1 - s] == b[-1 - s]:
-    s += 1
-  return a[p:len(a) - s], b[p:len(b) - s]
+N_PAIRS = 500  # per task and split: the minimal-contrast bounds are checked on this many
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +25,18 @@ def default_tokenizer():
   return make_tokenizer(cfg, source_weights(cfg))
 
 
+def parses_as_python(text: str) -> bool:
+  """Whether ``text`` is valid Python, allowing one open block at the end (a context + completion
+  may end on a block header whose body comes later)."""
+  for tail in ("", *(" " * k + "pass\n" for k in (0, 4, 8, 12, 16))):
+    try:
+      ast.parse(text + tail)
+      return True
+    except SyntaxError:
+      pass
+  return False
+
+
 def test_registry_has_the_papers_20_tasks():
   assert tasks.TASK_NAMES == (
       "single_double_quote", "final_kwarg", "set_or_string", "set_or_string_fixedvarname",
@@ -36,46 +44,162 @@ def test_registry_has_the_papers_20_tasks():
       "else_elif", "fstring_brace", "if_ternary", "var_swap", "indent_for", "lambda_func",
       "if_equals", "enumerate_range", "var_if", "while_return_true")
   for t in tasks.TASKS.values():
-    assert t.description
+    assert t.description and 1 <= t.max_edit <= 6 and t.flags <= set(tasks.FLAGS)
+  # Only else_elif ends its contexts on different tokens (inherent: `else` vs `elif`).
+  assert [n for n, t in tasks.TASKS.items() if t.last_token_differs] == ["else_elif"]
+  assert tasks.get_task("final_kwarg").expected == (("=None",), ("):\n",))
+
+
+def test_registry_rejects_a_duplicate_name_and_bad_metadata():
+  reg = registry.TaskRegistry()
+  make = lambda d: registry.TaskPair("a", "b", "c", "d")
+  reg.register("demo", description="a demo task")(make)
+  with pytest.raises(registry.DuplicateTaskError, match="'demo' is already registered"):
+    reg.register("demo", description="again")(make)
+  with pytest.raises(registry.DuplicateTaskError, match="'var_swap' is already registered"):
+    tasks.TASKS.register("var_swap", description="a second var_swap")
+  assert tasks.TASKS["var_swap"].make is tasks.var_swap  # the first one is kept
+  with pytest.raises(ValueError, match="unknown flag"):
+    reg.register("x", description="d", flags=("bigram",))
+  with pytest.raises(ValueError, match="max_edit must be in 1..6"):
+    reg.register("y", description="d", max_edit=7)
+  assert list(reg) == ["demo"]
 
 
 @pytest.mark.parametrize("name", tasks.TASK_NAMES)
-def test_task_pairs_are_valid_deterministic_and_minimal(name, default_tokenizer):
+def test_pairs_are_minimal_contrasts_valid_python_and_split(name, default_tokenizer):
   task = tasks.get_task(name)
-  train = task.pairs(150, split="train")
-  test = task.pairs(60, split="test")
-  assert train == task.pairs(150, split="train")  # deterministic
+  train = task.pairs(N_PAIRS, split="train")
+  test = task.pairs(100, split="test")
+  ood = task.pairs(N_PAIRS, split="ood")
+  assert train[:50] == task.pairs(50, split="train")  # deterministic
   assert task.pairs(20, split="train", seed=1) != train[:20]  # seeded
-  assert not {(p.context_a, p.context_b) for p in train} & {(p.context_a, p.context_b)
-                                                             for p in test}
-  for p in train + test:
+  key = lambda p: (p.context_a, p.context_b)
+  assert not {key(p) for p in train} & {key(p) for p in test}
+  for p in train + test + ood:
     assert p.context_a != p.context_b and p.completion_a != p.completion_b
-    # Minimal difference: outside one stretch of at most 40 characters the contexts are equal,
-    # or (class_init) the completed contexts are the same lines in another order.
-    mid_a, mid_b = differing_middle(p.context_a, p.context_b)
-    reordered = (sorted((p.context_a + p.completion_a).split("\n"))
-                 == sorted((p.context_b + p.completion_b).split("\n")))
-    assert (len(mid_a) <= 40 and len(mid_b) <= 40) or reordered, (p.context_a, p.context_b)
-  batch = batch_lib.encode_pairs(task, train + test, default_tokenizer)
-  assert (batch.correct[:, 0] == batch.alt[:, 1]).all() and (batch.correct != batch.alt).all()
-  # Surrounding code varies: many distinct context lengths.
-  assert len(set(batch.last[:, 0].tolist())) >= 8
-  for i, p in enumerate(train + test):
-    for s, context in enumerate((p.context_a, p.context_b)):
-      assert default_tokenizer.decode(batch.tokens[i, s, : batch.last[i, s] + 1]) == context
+    # The broken contexts of the old generators (a `for ...:` header without its body) are gone.
+    assert parses_as_python(p.context_a + p.completion_a), p.context_a + p.completion_a
+    assert parses_as_python(p.context_b + p.completion_b), p.context_b + p.completion_b
+  mean_tokens = {}
+  for split, pairs in (("train", train), ("test", test), ("ood", ood)):
+    # encode_pairs validates every pair: decisive tokens, and the minimal contrast (edit-distance
+    # bound, same length where promised, same last token unless flagged).
+    batch = batch_lib.encode_pairs(task, pairs, default_tokenizer)
+    assert (batch.correct[:, 0] == batch.alt[:, 1]).all() and (batch.correct != batch.alt).all()
+    ids = [(default_tokenizer.encode(p.context_a), default_tokenizer.encode(p.context_b))
+           for p in pairs]
+    assert max(batch_lib.token_edit_distance(a, b) for a, b in ids) <= task.max_edit
+    if task.same_length:
+      assert all(len(a) == len(b) for a, b in ids)
+    if not task.last_token_differs:
+      assert all(a[-1] == b[-1] for a, b in ids)
+    assert batch.last.max() < 128, f"{split}: contexts must fit a 128-token model"
+    mean_tokens[split] = batch.last.mean() + 1
+    for i, p in enumerate(pairs[:20]):
+      for s, context in enumerate((p.context_a, p.context_b)):
+        assert default_tokenizer.decode(batch.tokens[i, s, :batch.last[i, s] + 1]) == context
+  # Surrounding code varies, and ood contexts are longer.
+  assert len({len(p.context_a) for p in train}) >= 8
+  assert mean_tokens["ood"] > 1.5 * mean_tokens["train"], mean_tokens
+
+
+def test_ood_surface_forms_never_occur_in_train_pairs_or_the_corpus():
+  assert len(surface.OOD_WORDS) > 80
+  assert not surface.OOD_WORDS & surface.words_of(" ".join(
+      w for f in ("names", "nouns", "words", "verbs", "classes", "attrs", "flags", "calls",
+                  "containers", "handles", "exts", "short") for w in getattr(surface.IID, f)))
+  ood_only = surface.OOD_WORDS | {k.lower() for k in surface.OOD_KEYWORDS}
+  corpus_text = "\n".join(corpus.generate_documents(0, 3000))
+  assert not ood_only & surface.words_of(corpus_text)
+  assert "#" not in corpus_text and "*=" not in corpus_text  # comments, *=: held-out statements
+  assert not {"a7", "b7", "x7", "y7", "p7", "q7", "i7", "j7"} & set(corpus_text.split())
+  for name, task in tasks.TASKS.items():
+    train = " ".join(p.context_a + p.completion_a + p.context_b + p.completion_b
+                     for p in task.pairs(300, split="train"))
+    assert not ood_only & surface.words_of(train), name
+    assert "#" not in train and "*=" not in train, name
+    for p in task.pairs(100, split="ood"):  # every ood pair holds held-out words
+      assert surface.words_of(p.context_a) & surface.OOD_WORDS, (name, p.context_a)
+
+
+def test_tasks_do_not_borrow_the_corpus_vocabulary():
+  # The task generators keep their own word lists (decoupled from the corpus generator).
+  import sparsejax.tasks.generators as gen_module
+  import sparsejax.tasks.surface as surface_module
+  for module in (gen_module, surface_module):
+    assert "corpus" not in vars(module), module.__name__
+
+
+def hand_task(**kw) -> registry.Task:
+  reg = registry.TaskRegistry()
+  reg.register("hand", description="a hand-made task", **kw)(lambda d: None)
+  return reg["hand"]
+
+
+def test_validator_rejects_a_non_minimal_pair(default_tokenizer):
+  # The old bracket_counting: other complete inner lists make the contexts differ in many tokens.
+  pair = registry.TaskPair("xs = [[1, 2], [5, 6", "xs = [5, 6", "]]\n", "]\n")
+  with pytest.raises(batch_lib.MinimalContrastError,
+                     match=r"task bracket_counting: .* not a minimal contrast: they differ in "
+                     r"\d+ tokens \(edit distance\), the task's bound is 1"):
+    batch_lib.encode_pairs(tasks.get_task("bracket_counting"), [pair], default_tokenizer)
+  # The same pair passes for a task whose bound allows it, so the bound is what failed.
+  batch_lib.encode_pairs(hand_task(max_edit=6, same_length=False), [pair], default_tokenizer)
+
+
+def test_validator_rejects_pairs_whose_last_tokens_differ_unless_flagged(default_tokenizer):
+  # The old lambda_func: `lambda x` vs `def f(x` end on different tokens (the bigram table alone
+  # could tell them apart).
+  pair = registry.TaskPair("square = lambda x", "def square(x", ": x * 2\n", "):\n")
+  with pytest.raises(batch_lib.MinimalContrastError,
+                     match=r"end on different tokens ' x' vs '\(x'.*bigram table"):
+    batch_lib.encode_pairs(hand_task(max_edit=6, same_length=False), [pair], default_tokenizer)
+  flagged = hand_task(max_edit=6, same_length=False, flags=(tasks.LAST_TOKEN_DIFFERS,))
+  batch_lib.encode_pairs(flagged, [pair], default_tokenizer)
+
+
+def test_validator_rejects_different_lengths_where_the_task_promises_one(default_tokenizer):
+  pair = registry.TaskPair("def f():\n    if x", "def f():\n    x", " ==", " =")  # one insertion
+  with pytest.raises(batch_lib.MinimalContrastError, match="promises the same length"):
+    batch_lib.encode_pairs(hand_task(max_edit=1), [pair], default_tokenizer)
+  batch_lib.encode_pairs(hand_task(max_edit=1, same_length=False), [pair], default_tokenizer)
+
+
+def test_truncation_may_not_cut_into_the_contrast(default_tokenizer):
+  task = tasks.get_task("bracket_counting")
+  long = [p for p in task.pairs(50, split="ood") if len(default_tokenizer.encode(p.context_b)) > 60]
+  with pytest.raises(batch_lib.MinimalContrastError, match="cuts into where they differ"):
+    batch_lib.encode_pairs(task, long[:1], default_tokenizer, max_len=20)
+  batch = batch_lib.encode_pairs(tasks.get_task("for_while"), tasks.get_task("for_while").pairs(5),
+                                 default_tokenizer, max_len=4)  # the contrast is in the last tokens
+  assert batch.seq_len == 4
+
+
+def test_token_edit_distance():
+  assert batch_lib.token_edit_distance([1, 2, 3], [1, 2, 3]) == 0
+  assert batch_lib.token_edit_distance([1, 2, 3], [1, 9, 3]) == 1
+  assert batch_lib.token_edit_distance([1, 2, 3], [1, 3]) == 1
+  assert batch_lib.token_edit_distance([5, 6, 7, 8], [9, 5, 6, 7]) == 2
+  assert batch_lib.token_edit_distance([1, 2, 3, 4], [1, 4, 3, 2, 4]) == 2
+  assert batch_lib.token_edit_distance([], [1, 2]) == 2
 
 
 def test_inexpressible_task_names_the_task_and_string():
   with pytest.raises(batch_lib.TaskExpressionError, match=r"task single_double_quote: '\"\)\\n' is "
                      r"not a single token"):
     batch_lib.encode_pairs(tasks.get_task("single_double_quote"),
-                       tasks.get_task("single_double_quote").pairs(3), tok_lib.ByteTokenizer())
+                           tasks.get_task("single_double_quote").pairs(3), tok_lib.ByteTokenizer())
 
 
 def test_unknown_task_lists_valid_ones():
   with pytest.raises(KeyError, match="valid tasks: single_double_quote"):
     tasks.resolve_names("bracket_counting,nope")
+  with pytest.raises(KeyError, match="unknown task 'nope'"):
+    tasks.get_task("nope")
   assert tasks.resolve_names("all") == list(tasks.TASK_NAMES)
+  with pytest.raises(ValueError, match="split must be one of train, test, ood"):
+    tasks.get_task("var_swap").pairs(2, split="validation")
 
 
 def test_pair_loss_matches_hand_computation():
@@ -98,7 +222,58 @@ def test_a_model_that_always_prefers_one_token_gets_half(default_tokenizer):
   for i in range(50):
     logits[i, :, batch.correct[i, 0]] = 5.0
   loss, right = evaluation.pair_loss(jnp.asarray(logits), jnp.asarray(batch.correct),
-                                jnp.asarray(batch.alt))
+                                     jnp.asarray(batch.alt))
   assert float(right.mean()) == 0.5
   np.testing.assert_allclose(float(loss.mean()), (np.log1p(np.exp(-5.0)) + np.log1p(np.exp(5.0)))
                              / 2, rtol=1e-5)
+
+
+def test_task_table_shows_both_splits_and_flags():
+  row = lambda loss, acc: {"loss": loss, "accuracy": acc, "pairs": 10}
+  results = {"else_elif": dict(row(0.1, 0.9), flags=["last_token_differs"], test=row(0.1, 0.9),
+                               ood=row(0.7, 0.6)),
+             "var_swap": dict(row(0.9, 0.4), flags=[], test=row(0.9, 0.4), ood=row(1.0, 0.3))}
+  table = evaluation.format_table(results, 0.15)
+  lines = table.splitlines()
+  assert "test loss" in lines[0] and "ood loss" in lines[0] and "flags" in lines[0]
+  assert lines[1].split()[:6] == ["else_elif", "0.1000", "0.900", "0.7000", "0.600", "10"]
+  assert "yes" in lines[1] and "last_token_differs" in lines[1]
+  assert "no" in lines[2] and lines[2].rstrip().endswith("-")
+  assert "solved: 1 of 2 tasks" in table and "flag last_token_differs: the two contexts" in table
+  doc = evaluation.report(7, results, 0.15)
+  assert doc["splits"] == ["test", "ood"] and doc["split"] == "test"
+  assert set(doc["flags"]) == {"last_token_differs"}
+
+
+def test_readme_tasks_example_runs(capsys):
+  import re
+  from pathlib import Path
+  text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  section = text[text.index("## The 20 tasks"):]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  env: dict = {}
+  exec(compile(code, "README.md", "exec"), env)
+  assert len(env["pairs"]) == 100 and env["task"].name == "bracket_counting"
+  assert "Close a list by its nesting depth" in capsys.readouterr().out
+
+
+def test_evaluate_cuts_calls_to_their_longest_context_without_changing_scores():
+  from conftest import tiny_config
+  from sparsejax.train.step import init_model
+  cfg = tiny_config()  # block_size 32, vocab 64, position embeddings (padding must not leak)
+  graphdef, params, buffers = init_model(cfg, seed=0)
+  rng = np.random.default_rng(0)
+  N, T = 40, 32
+  # The 16 shortest pairs (one call) end by position 16, one of them exactly there: a call cut
+  # one token too short would lose it. The others are longer.
+  last = rng.integers(17, T, size=(N, 2)).astype(np.int32)
+  last[:16] = rng.integers(2, 16, size=(16, 2))
+  last[0, 0] = 16
+  tokens = rng.integers(1, 64, size=(N, 2, T)).astype(np.int32)
+  tokens[np.arange(T)[None, None] > last[..., None]] = 0  # right-padded, as encode_pairs does
+  correct = rng.integers(0, 64, size=(N, 2)).astype(np.int32)
+  batch = batch_lib.TaskBatch(tokens, last, correct, (correct + 1) % 64)
+  whole = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=T)
+  cut = evaluation.evaluate(graphdef, params, buffers, {"t": batch}, chunk=16, bucket=16)
+  assert cut["t"]["accuracy"] == whole["t"]["accuracy"] and cut["t"]["pairs"] == N
+  np.testing.assert_allclose(cut["t"]["loss"], whole["t"]["loss"], rtol=1e-5)

@@ -4,10 +4,13 @@ Field names, defaults and meanings follow OpenAI's ``circuit_sparsity`` ``GPTCon
 (Gao et al. 2025, "Weight-sparse transformers have interpretable circuits"), so a released
 ``beeg_config.json`` loads as is and a saved one is readable by the official loader.
 
-Fields the official loader does not know (ours: ``nope``, ``compute_dtype``; theirs: ``pfrac``,
-``expansion_factor``, ...) are written to / read from the same JSON. Keys that neither side knows are
-kept in ``GPTConfig.extra`` and written back unchanged, so a load → save round trip loses nothing;
-:func:`load_beeg_config` logs them.
+The official ``GPTConfig`` is a dataclass that rejects unknown keywords, so
+:func:`save_beeg_config` writes only the official fields (:data:`OFFICIAL_FIELDS`, plus the keys
+the official ``load_model`` pops before building it) to ``beeg_config.json``; everything else —
+sparsejax-only fields (``nope``, ``compute_dtype``, ...) and keys of released configs that no field
+matches (``pfrac``, ``expansion_factor``, ...) — goes to a side file
+``beeg_config.sparsejax.json`` next to it. :func:`load_beeg_config` reads both, so a save → load
+round trip loses nothing. Keys neither side knows are kept in ``GPTConfig.extra`` and reported.
 """
 
 from __future__ import annotations
@@ -50,6 +53,23 @@ KNOWN_EXTRA_KEYS = (
     "rtopk",
     "n_embd",
 )
+
+# Fields of the official ``circuit_sparsity`` ``GPTConfig`` (inference/gpt.py), the only keys its
+# constructor accepts. Every other GPTConfig field here is sparsejax-only (saved in the side file).
+OFFICIAL_FIELDS = (
+    "block_size", "vocab_size", "n_layer", "n_head", "d_head", "d_model", "dropout", "bias",
+    "ln_bias", "rms_norm", "residual_activation_type", "activation_type", "afrac",
+    "afrac_loctypes", "debug_nans", "tied_unembed", "tokenizer_name", "grad_checkpointing", "d_mlp",
+    "enable_bigram_table", "learnable_bigram_table", "d_pos_emb", "dropout_cat_pos_emb",
+    "sinusoidal_cat_pos_emb", "enable_sparse_kernels", "flash", "sink",
+)
+# Official fields GPTConfig does not model (kept in ``extra``), with their official defaults.
+UNMODELLED_OFFICIAL_DEFAULTS = {"debug_nans": False}
+# Keys the official ``load_model`` pops without a default before building its GPTConfig: a
+# beeg_config.json without them fails to load there, so they are always written (None if unknown).
+LOADER_POPPED_KEYS = ("bigram_table_rank", "pfrac")
+# Suffix of the side file that holds what the official format cannot.
+SIDE_SUFFIX = ".sparsejax.json"
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -211,13 +231,43 @@ class GPTConfig:
     return cls(**known, extra=extra)
 
   def unknown_keys(self) -> list[str]:
-    """Keys of ``extra`` that are not documented fields of released configs."""
-    return sorted(k for k in self.extra if k not in KNOWN_EXTRA_KEYS)
+    """Keys of ``extra`` that are neither official fields nor documented keys of released
+    configs."""
+    return sorted(k for k in self.extra if k not in KNOWN_EXTRA_KEYS + OFFICIAL_FIELDS
+                  + LOADER_POPPED_KEYS)
+
+  def official_dict(self) -> dict[str, Any]:
+    """What the official loader accepts: the official fields, plus the keys its ``load_model``
+    pops (taken from ``extra`` when known, else None)."""
+    full = self.to_dict()
+    out = {k: full.get(k, UNMODELLED_OFFICIAL_DEFAULTS.get(k)) for k in OFFICIAL_FIELDS}
+    out.update({k: full.get(k) for k in LOADER_POPPED_KEYS})
+    return out
+
+  def sparsejax_dict(self) -> dict[str, Any]:
+    """Everything :meth:`official_dict` leaves out: sparsejax-only fields and the other keys of
+    ``extra``. ``official_dict() | sparsejax_dict()`` rebuilds this config."""
+    official = self.official_dict()
+    return {k: v for k, v in self.to_dict().items() if k not in official}
+
+
+def side_file(path: str | os.PathLike) -> str:
+  """The side file of a config file: ``beeg_config.json`` → ``beeg_config.sparsejax.json``."""
+  path = os.fspath(path)
+  stem = path[:-len(".json")] if path.endswith(".json") else path
+  return stem + SIDE_SUFFIX
 
 
 def load_beeg_config(path: str | os.PathLike) -> GPTConfig:
-  """Reads an official ``beeg_config.json`` (or one we wrote). Logs unknown keys."""
+  """Reads an official ``beeg_config.json`` (or one we wrote, with its side file). Logs unknown
+  keys."""
   data = read_json(path, "a beeg_config.json", ConfigError)
+  side = side_file(path)
+  if isinstance(data, dict) and os.path.exists(side):
+    extra = read_json(side, "the sparsejax side file of a beeg_config.json", ConfigError)
+    if not isinstance(extra, dict):
+      raise ConfigError(f"{side}: expected a JSON object, got {type(extra).__name__}")
+    data = {**data, **extra}
   cfg = GPTConfig.from_dict(data)
   if cfg.extra:
     logging.info("%s: keeping keys GPTConfig does not use: %s", path, sorted(cfg.extra))
@@ -227,8 +277,15 @@ def load_beeg_config(path: str | os.PathLike) -> GPTConfig:
 
 
 def save_beeg_config(cfg: GPTConfig, path: str | os.PathLike) -> None:
-  """Writes ``cfg`` in the official JSON format (atomically)."""
-  atomic_write_json(path, cfg.to_dict(), indent=2, sort_keys=True)
+  """Writes ``cfg`` as an official ``beeg_config.json`` (official fields only, so the official
+  loader accepts it) and the rest to :func:`side_file` (removed when there is nothing to keep).
+  Both writes are atomic."""
+  atomic_write_json(path, cfg.official_dict(), indent=2, sort_keys=True)
+  rest, side = cfg.sparsejax_dict(), side_file(path)
+  if rest:
+    atomic_write_json(side, rest, indent=2, sort_keys=True)
+  elif os.path.exists(side):
+    os.remove(side)
 
 
 def _fail(field: str, message: str):

@@ -1,26 +1,33 @@
-"""Scoring a model on the tasks: the official task loss and accuracy per task."""
+"""Scoring a model on the tasks: the official task loss and accuracy per task and split.
+
+:func:`evaluate_run` scores a trained run on the "test" split (same templates as the pairs pruning
+trains on, other pairs) and the "ood" split (held-out names, literals, statements, longer contexts
+and distractors, none of them in the corpus): a task the model solves on test but not on ood was
+learned as a template, not as the idiom. "Solved" means test loss at or below the target.
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax.model.gpt import merge
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import encode_pairs
-from sparsejax.model.gpt import merge
+
+EVAL_SPLITS = ("test", "ood")  # the splits a task table reports; the first decides "solved"
 
 
 def task_batches(names: Sequence[str], tokenizer, *, n_pairs: int, split: str, seed: int = 0,
                  max_len: int | None = None, pad_multiple: int = 16) -> dict:
   """{task: TaskBatch}, all padded to one length (a multiple of ``pad_multiple``)."""
   out = {name: encode_pairs(tasks_lib.get_task(name),
-                                      tasks_lib.get_task(name).pairs(n_pairs, split=split,
-                                                                     seed=seed),
-                                      tokenizer, max_len=max_len) for name in names}
+                            tasks_lib.get_task(name).pairs(n_pairs, split=split, seed=seed),
+                            tokenizer, max_len=max_len) for name in names}
   T = max(b.seq_len for b in out.values())
   T = -(-T // pad_multiple) * pad_multiple
   if max_len is not None:
@@ -50,16 +57,25 @@ def _score(graphdef, params, buffers, tokens_NST, last_NS, correct_NS, alt_NS):
   return loss, right
 
 
-def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64) -> dict:
-  """{task: {"loss", "accuracy", "pairs"}} with the official per-sequence binary loss."""
+def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64,
+             bucket: int = 32) -> dict:
+  """{task: {"loss", "accuracy", "pairs"}} with the official per-sequence binary loss.
+
+  Pairs are scored shortest first, ``chunk`` pairs per call, each call cut to its longest context
+  rounded up to a multiple of ``bucket`` (causal attention: the padding after a sequence's last
+  token cannot change its logits). Calls thus have at most seq_len / bucket shapes (compiles),
+  and a split of mostly short contexts does not pay for its longest one.
+  """
   results = {}
   for name, b in batches.items():
     losses, rights = [], []
-    for start in range(0, len(b.tokens), chunk):
-      sl = slice(start, start + chunk)
-      tok, last, cor, alt = b.tokens[sl], b.last[sl], b.correct[sl], b.alt[sl]
+    order = np.argsort(b.last.max(axis=1), kind="stable")
+    for start in range(0, len(order), chunk):
+      idx = order[start:start + chunk]
+      T = min(b.seq_len, -(-(int(b.last[idx].max()) + 1) // bucket) * bucket)
+      tok, last, cor, alt = b.tokens[idx, :, :T], b.last[idx], b.correct[idx], b.alt[idx]
       n = len(tok)
-      if n < chunk:  # pad the chunk so every call has one shape (one compile)
+      if n < chunk:  # pad the chunk so calls of one length have one shape (one compile)
         pad = ((0, chunk - n),) + ((0, 0),) * (tok.ndim - 1)
         tok, last = np.pad(tok, pad), np.pad(last, pad[:2])
         cor, alt = np.pad(cor, pad[:2]), np.pad(alt, pad[:2])
@@ -73,12 +89,63 @@ def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64) -> di
   return results
 
 
+def evaluate_run(run, names: Sequence[str], *, pairs: int = 200,
+                 splits: Sequence[str] = EVAL_SPLITS, seed: int = 0,
+                 progress: Callable[[str], None] = lambda _: None) -> dict:
+  """Scores a loaded run (``sparsejax.train.runs.load_run``) on each split.
+
+  Returns {task: {"loss", "accuracy", "pairs"} of the first split (the one that decides "solved"),
+  plus {split: {"loss", "accuracy", "pairs"}} for every split and "flags" (the task's flags)}.
+  """
+  if not splits:
+    raise ValueError("evaluate_run: no splits to score")
+  per_split = {}
+  for split in splits:
+    progress(f"eval: {len(names)} tasks x {pairs} {split} pairs")
+    batches = task_batches(names, run.tokenizer, n_pairs=pairs, split=split, seed=seed,
+                           max_len=run.config.model.block_size)
+    per_split[split] = evaluate(run.graphdef, run.params, run.buffers, batches)
+  results = {}
+  for name in names:
+    results[name] = dict(per_split[splits[0]][name],
+                         flags=sorted(tasks_lib.get_task(name).flags),
+                         **{split: per_split[split][name] for split in splits})
+  return results
+
+
+def splits_of(results: dict) -> list[str]:
+  """The splits scored in ``results`` (from :func:`evaluate_run`), in the order scored."""
+  first = next(iter(results.values()), {})
+  return [k for k, v in first.items() if isinstance(v, dict)]
+
+
+def report(step: int, results: dict, target_loss: float) -> dict:
+  """The JSON document of a task evaluation (``task_eval.json``)."""
+  splits = splits_of(results)
+  return {"step": step, "split": splits[0] if splits else None, "splits": splits,
+          "target_loss": target_loss,
+          "flags": {f: tasks_lib.FLAGS[f] for r in results.values() for f in r.get("flags", [])},
+          "tasks": results}
+
+
 def format_table(results: dict, target_loss: float = 0.15) -> str:
-  lines = [f"{'task':<28} {'loss':>8} {'accuracy':>9} {'pairs':>6}  solved (loss <= "
-           f"{target_loss})"]
+  """One line per task: loss and accuracy on every split, solved (first split), flags."""
+  splits = splits_of(results) or [None]
+  head = f"{'task':<28}"
+  for split in splits:
+    label = split or "all"
+    head += f" {label + ' loss':>10} {'acc':>6}"
+  lines = [head + f" {'pairs':>6}  solved ({splits[0] or 'loss'} loss <= {target_loss})  flags"]
   for name, r in results.items():
-    lines.append(f"{name:<28} {r['loss']:>8.4f} {r['accuracy']:>9.3f} {r['pairs']:>6}  "
-                 f"{'yes' if r['loss'] <= target_loss else 'no'}")
+    line = f"{name:<28}"
+    for split in splits:
+      s = r[split] if split else r
+      line += f" {s['loss']:>10.4f} {s['accuracy']:>6.3f}"
+    flags = ", ".join(r.get("flags", [])) or "-"
+    lines.append(f"{line} {r['pairs']:>6}  {'yes' if r['loss'] <= target_loss else 'no':<28}"
+                 f"{flags}")
   solved = sum(r["loss"] <= target_loss for r in results.values())
   lines.append(f"solved: {solved} of {len(results)} tasks")
+  flagged = sorted({f for r in results.values() for f in r.get("flags", [])})
+  lines += [f"flag {f}: {tasks_lib.FLAGS[f]}" for f in flagged]
   return "\n".join(lines)

@@ -1,372 +1,307 @@
 """The paper's 20 binary next-token Python tasks (Gao et al. 2025, Table 1), written from scratch.
 
 The official task generators were never released; these follow the paper's one-line descriptions.
-Every task produces *pairs* of contexts that differ minimally and need different next tokens: for
-context A the correct continuation is ``completion_a`` and the alternative is ``completion_b``; for
-context B it is the other way round. A model that always prefers one of the two tokens therefore
-gets exactly half of the sequences right.
+Every task produces *pairs* of contexts that form a minimal contrast and need different next
+tokens: for context A the correct continuation is ``completion_a`` and the alternative is
+``completion_b``; for context B it is the other way round. A model that always prefers one of the
+two tokens therefore gets exactly half of the sequences right.
 
-Contexts are built from random names, literals, lengths and a random stretch of preceding code
-(from the built-in corpus generator), so a circuit cannot key on one template. Pairs are a pure
-function of (task, seed, index); train and test splits are disjoint by content.
+Each generator is registered with its description, expected decisive tokens, the bound on the
+token edit distance between its two contexts and its flags (:mod:`sparsejax.tasks.registry`);
+:func:`sparsejax.tasks.batch.encode_pairs` enforces them for a tokenizer. Names, literals and the
+surrounding code come from a :class:`~sparsejax.tasks.surface.Draw`, whose vocabulary is written
+independently of the corpus generator; the "ood" split draws held-out names, literals, statements,
+longer contexts and distractors. Plain Python: no jax.
 
-The decisive token of a pair is the first token of its completion;
-:func:`sparsejax.tasks.batch.encode_pairs` checks,
-for a given tokenizer, that each context tokenizes the same alone and followed by its completion,
-that the decisive tokens of A and B differ, and (where the task names it) that the decisive token is
-exactly the expected string — otherwise the error names the task and the offending string.
+The bounds below are in tokens of a BPE with the official pre-tokenizer (punctuation runs absorb a
+trailing newline, letters take at most one leading non-letter), which is what fixes several of the
+decisive tokens (see with_as, lambda_func).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import random
-from typing import Callable, Sequence
+from typing import Sequence
 
-from sparsejax.data import corpus
+from sparsejax.tasks.registry import FLAGS  # noqa: F401 (re-exported)
+from sparsejax.tasks.registry import LAST_TOKEN_DIFFERS
+from sparsejax.tasks.registry import SPLITS  # noqa: F401 (re-exported)
+from sparsejax.tasks.registry import Task
+from sparsejax.tasks.registry import TaskPair
+from sparsejax.tasks.registry import TaskRegistry
+from sparsejax.tasks.surface import Draw
 
+TASKS = TaskRegistry()
+task = TASKS.register
 
-@dataclasses.dataclass(frozen=True)
-class TaskPair:
-  """Two minimally different contexts and their completions (first token decides)."""
-
-  context_a: str
-  context_b: str
-  completion_a: str  # correct after context_a, the alternative after context_b
-  completion_b: str  # correct after context_b, the alternative after context_a
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  name: str
-  description: str
-  make: Callable[[random.Random], TaskPair]
-  expected: tuple[str, str] | None = None  # decisive token texts (a, b) when fixed by the task
-
-  def pair(self, seed: int, index: int) -> TaskPair:
-    return self.make(random.Random(f"sparsejax-task/{self.name}/{seed}/{index}"))
-
-  def pairs(self, n: int, *, split: str = "train", seed: int = 0) -> list[TaskPair]:
-    """``n`` distinct pairs of a split ("train" or "test"; disjoint by content)."""
-    if split not in ("train", "test"):
-      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    out, seen, index = [], set(), 0
-    while len(out) < n:
-      p = self.pair(seed, index)
-      index += 1
-      if index > 200 * n + 1000:
-        raise RuntimeError(f"task {self.name}: cannot find {n} distinct {split} pairs")
-      key = (p.context_a, p.context_b)
-      if key in seen or _split_of(p) != split:
-        continue
-      seen.add(key)
-      out.append(p)
-    return out
-
-
-def _split_of(p: TaskPair) -> str:
-  h = hashlib.sha256(f"{p.context_a}\x00{p.context_b}".encode()).digest()
-  return "test" if h[0] % 5 == 0 else "train"
-
-
-# ------------------------------------------------------------------ shared random pieces
-def _g(rng: random.Random) -> corpus.Gen:
-  return corpus.Gen(rng)
-
-
-def _prefix(rng: random.Random, max_lines: int = 4) -> str:
-  """0..max_lines lines of unrelated top-level code, to vary what comes before the task."""
-  g = _g(rng)
-  lines: list[str] = []
-  for _ in range(rng.randint(0, 2)):
-    lines += rng.choice([g.stmt_assign, g.stmt_print, g.stmt_swap, g.stmt_accumulate])(0, 3)
-  lines = lines[:max_lines]
-  return "\n".join(lines) + "\n" if lines else ""
-
-
-_SIMPLE_NAMES = ("x", "y", "n", "a", "b", "name", "value", "count", "total", "item", "size",
-                 "data", "text", "key", "result", "index", "score", "level", "word", "line")
-_ATTRS = ("name", "age", "x", "y", "size", "color", "price", "title", "owner", "speed", "level",
-          "score", "value", "data", "count", "width", "height", "label", "items", "balance")
-_FLAGS = ("done", "found", "valid", "ready", "enabled", "visible", "changed", "flag", "running",
-          "active", "empty", "ok")
-
-
-def _words(rng, lo=1, hi=3) -> str:
-  return " ".join(rng.choice(corpus.WORDS) for _ in range(rng.randint(lo, hi)))
-
-
-def _indent(rng) -> str:
-  return rng.choice(("", "", "    ", "    ", "        "))
-
-
-def _in_function(rng, body_indent: str) -> str:
-  """A def header when the body is indented (so the code stays plausible Python)."""
-  if not body_indent:
-    return ""
-  g = _g(rng)
-  header = f"def {g.func_name()}({', '.join(rng.sample(_SIMPLE_NAMES, rng.randint(0, 2)))}):\n"
-  if len(body_indent) == 8:
-    header += f"    for {g.noun()} in {g.plural()}:\n"
-  return header
+# Read-like and write-like file names: the cue of with_open (the idiom itself, so the same words
+# on every split; "ood" embeds them in held-out names).
+READ_WORDS = ("input", "source", "data", "raw", "config", "settings", "template")
+WRITE_WORDS = ("output", "result", "report", "summary", "results", "export")
 
 
 # ------------------------------------------------------------------ the 20 tasks
-def _single_double_quote(rng):
-  ind = _indent(rng)
-  head = _prefix(rng) + _in_function(rng, ind)
-  call = rng.choice(("print", "print", "log", "say", "show", "len", "open", "add_item", "greet"))
-  body = _words(rng)
-  return TaskPair(f'{head}{ind}{call}("{body}', f"{head}{ind}{call}('{body}", '")\n', "')\n")
+@task("single_double_quote", expected=('")\n', "')\n"), max_edit=1,
+      description="Close a string with the quote it was opened with: `(\"` ... `\")` vs `('` ... "
+      "`')`. The contexts differ only in the opening `(\"` / `('`. ood: a comment with a quote "
+      "before the call.")
+def single_double_quote(d: Draw) -> TaskPair:
+  comment = f"# {d.word()}{d.quote()}s {d.words(1, 2)}"
+  head, ind = d.opening(distractors=[comment])
+  ctx = f"{head}{ind}{d.pick(d.v.calls)}(%s{d.words()}"
+  return TaskPair(ctx % '"', ctx % "'", '")\n', "')\n")
 
 
-def _final_kwarg(rng):
-  names = rng.sample(_SIMPLE_NAMES, rng.randint(3, 5))
-  g = _g(rng)
-  default = rng.choice(("None", "None", "0", "1", "True", "False", "[]", '""'))
-  n_pos = rng.randint(1, len(names) - 2)
-  kw_prev = ", ".join(names[:n_pos] + [f"{k}={default}" for k in names[n_pos:-1]])
-  pos_prev = ", ".join(names[:-1])
-  fn = g.func_name()
-  head = _prefix(rng)
-  return TaskPair(f"{head}def {fn}({kw_prev}, {names[-1]}",
-                  f"{head}def {fn}({pos_prev}, {names[-1]}", f"={default}):\n", "):\n")
+@task("final_kwarg", expected=("=None", "):\n"), max_edit=1, same_length=False,
+      description="A def argument after a keyword argument needs a default: `def f(a, b=None, c` "
+      "→ `=None`, `def f(a, b, c` → `):\\n`. The contexts differ in the one `=None` of the "
+      "previous argument.")
+def final_kwarg(d: Draw) -> TaskPair:
+  names = d.sample(d.v.names, d.randint(2, 5 if d.ood else 4))
+  *pos, prev, last = names
+  head = d.prefix()
+  fn = f"{head}def {d.func_name()}({''.join(p + ', ' for p in pos)}{prev}%s, {last}"
+  return TaskPair(fn % "=None", fn % "", "=None):\n", "):\n")
 
 
-def _set_or_string(rng, name=None):
-  g = _g(rng)
-  name = name or rng.choice(("seen", "letters", "names", "words", "result", "output", "parts",
-                             "chars", "tags", "keys", "found", "unique"))
-  it = g.noun()
-  src = g.plural(it)
-  q = rng.choice(('"', "'"))
-  head = _prefix(rng)
-  loop = f"for {it} in {src}:\n    {name}"
-  return TaskPair(f"{head}{name} = set()\n{loop}", f"{head}{name} = {q}{q}\n{loop}",
+def _set_or_string(d: Draw, name: str) -> TaskPair:
+  it = d.noun()
+  head = d.prefix()
+  body = f"for {it} in {d.plural(it)}:\n    "
+  if d.ood:  # a longer loop: the use sits in an if inside it
+    body += f"if {it}:\n        "
+  q = d.quote()
+  return TaskPair(f"{head}{name} = set()\n{body}{name}", f"{head}{name} = {q}{q}\n{body}{name}",
                   f".add({it})\n", f" += {it}\n")
 
 
-def _class_init(rng):
-  a, b = rng.sample(_ATTRS, 2)
-  extra = rng.sample([x for x in _ATTRS if x not in (a, b)], rng.randint(0, 2))
-  args = ", ".join(extra + [a, b])
-  cls = rng.choice(corpus.CLASS_NAMES)
-  head = (_prefix(rng) + f"class {cls}:\n    def __init__(self, {args}):\n"
-          + "".join(f"        self.{e} = {e}\n" for e in extra))
-  return TaskPair(f"{head}        self.{a} = {a}\n        self.{b} =",
-                  f"{head}        self.{b} = {b}\n        self.{a} =", f" {b}\n", f" {a}\n")
+@task("set_or_string", expected=(".add", " +="), max_edit=2, same_length=False,
+      description="A variable initialised with `set()` grows with `.add`, one initialised with "
+      "`\"\"` with ` +=`. The contexts differ in the initialiser only (` set()` is two tokens, "
+      "` \"\"` one).")
+def set_or_string(d: Draw) -> TaskPair:
+  return _set_or_string(d, d.pick(d.v.containers))
 
 
-def _with_as(rng):
-  q = rng.choice(('"', "'"))
-  stem = rng.choice(corpus.FILE_STEMS)
-  mode = rng.choice("rw")
-  handle = rng.choice(("f", "fh", "file", "infile", "outfile"))
-  call = f"open({q}{stem}.{rng.choice(('txt', 'csv', 'log', 'json'))}{q}, {q}{mode}"
-  head = _prefix(rng)
-  return TaskPair(f"{head}with {call}", f"{head}{handle} = {call}", f"{q}) as {handle}:\n",
-                  f"{q})\n")
+@task("set_or_string_fixedvarname", expected=(".add", " +="), max_edit=2, same_length=False,
+      description="set_or_string with the variable always named `current`.")
+def set_or_string_fixedvarname(d: Draw) -> TaskPair:
+  return _set_or_string(d, "current")
 
 
-def _bracket_brace(rng):
-  g = _g(rng)
-  q = rng.choice(('"', "'"))
-  name = rng.choice(("config", "counts", "scores", "options", "table", "items", "names", "data",
-                     g.plural()))
-  first = rng.choice(corpus.WORDS)
-  head = _prefix(rng)
-  return TaskPair(f"{head}{name} = {{{q}{first}", f"{head}{name} = [{q}{first}",
-                  f"{q}: {g.literal()}}}\n", f"{q}, {q}{rng.choice(corpus.WORDS)}{q}]\n")
+@task("class_init", max_edit=4, same_length=False,
+      description="In `__init__`, `self.x =` copies the argument of the same name; the contexts "
+      "end on `self.a =` vs `self.b =` with the same arguments, so they differ in one attribute. "
+      "On ood a held-out attribute can be several tokens (up to 4 apart), and its first token, "
+      "the decisive one, can be a bare space.")
+def class_init(d: Draw) -> TaskPair:
+  n_extra = d.randint(1, 3) if d.ood else d.randint(0, 2)
+  attrs = d.sample(d.v.attrs, n_extra + 2)
+  *done, a, b = attrs
+  args = d.sample(attrs, len(attrs))
+  head = (d.prefix() + f"class {d.pick(d.v.classes)}:\n    def __init__(self, {', '.join(args)}):\n"
+          + "".join(f"        self.{e} = {e}\n" for e in done))
+  return TaskPair(f"{head}        self.{a} =", f"{head}        self.{b} =", f" {a}\n", f" {b}\n")
 
 
-def _with_open(rng):
-  q = rng.choice(('"', "'"))
-  read, write = rng.choice(corpus.READ_HINTS), rng.choice(corpus.WRITE_HINTS)
-  ext = rng.choice(("txt", "csv", "log", "json", "md"))
-  handle = rng.choice(("f", "fh", "file"))
-  head = _prefix(rng)
-  return TaskPair(f"{head}with open({q}{read}.{ext}{q}, {q}",
-                  f"{head}with open({q}{write}.{ext}{q}, {q}",
-                  f"r{q}) as {handle}:\n", f"w{q}) as {handle}:\n")
+@task("with_as", expected=(('")', "')"), ('")\n', "')\n")), max_edit=3, same_length=False,
+      description="`with open(...)` continues with ` as`, `f = open(...)` ends the line. Under the "
+      "official pre-tokenizer the closing quote, `)` and a newline form one token, so the "
+      "decisive tokens are `\")` vs `\")\\n` (the paper's ` as` comes one token later). The "
+      "contexts differ in `with` vs `f =`.")
+def with_as(d: Draw) -> TaskPair:
+  q = d.quote()
+  stem = d.pick(READ_WORDS + WRITE_WORDS) if not d.ood else f"{d.noun()}_{d.word()}"
+  handle = d.pick(d.v.handles)
+  head, ind = d.opening()
+  call = f"open({q}{stem}.{d.pick(d.v.exts)}{q}, {q}{d.pick('rw')}"
+  return TaskPair(f"{head}{ind}with {call}", f"{head}{ind}{handle} = {call}",
+                  f"{q}) as {handle}:\n", f"{q})\n")
 
 
-def _bracket_counting(rng):
-  g = _g(rng)
-  name = g.plural()
-  nums = [g.number() for _ in range(rng.randint(1, 5))]
-  body = ", ".join(nums)
-  head = _prefix(rng)
-  if rng.random() < 0.5:  # other complete inner lists before the last one
-    others = ", ".join(g.flat_list(rng.randint(1, 3), "num") for _ in range(rng.randint(1, 2)))
-    nested = f"[{others}, [{body}"
-  else:
-    nested = f"[[{body}"
-  return TaskPair(f"{head}{name} = {nested}", f"{head}{name} = [{body}", "]]\n", "]\n")
+@task("bracket_brace", expected=(('":', "':"), ('",', "',")), max_edit=1,
+      description="Inside a dict a key is followed by `:`, inside a list an item by `,`: "
+      "`x = {\"a` vs `x = [\"a`. ood: a comment with brackets and braces before the literal.")
+def bracket_brace(d: Draw) -> TaskPair:
+  q = d.quote()
+  name = d.pick(d.v.containers)
+  head, ind = d.opening(distractors=[f"# {d.word()} [{d.word()}] {{{d.word()}}}"])
+  ctx = f"{head}{ind}{name} = %s{q}{d.word()}"
+  return TaskPair(ctx % "{", ctx % "[", f"{q}: {d.literal()}}}\n",
+                  f"{q}, {q}{d.word()}{q}]\n")
 
 
-def _for_while(rng):
-  g = _g(rng)
-  # A noun: the corpus loops over nouns (`for node in nodes:`) and walks them (`while node:`).
-  var = g.noun()
-  ind = _indent(rng)
-  head = _prefix(rng) + _in_function(rng, ind)
-  return TaskPair(f"{head}{ind}for {var}", f"{head}{ind}while {var}", f" in {g.plural()}:\n",
+@task("with_open", expected=("r", "w"), max_edit=1,
+      description="Open mode from the file name: input-like names read (`'r'`), output-like names "
+      "write (`'w'`). The contexts differ in the name's cue word; ood embeds it in held-out "
+      "names and extensions.")
+def with_open(d: Draw) -> TaskPair:
+  q = d.quote()
+  read, write = d.pick(READ_WORDS), d.pick(WRITE_WORDS)
+  ext = d.pick(d.v.exts)
+  suffix = f"_{d.noun()}" if d.ood else ""
+  handle = d.pick(d.v.handles)
+  head, ind = d.opening()
+  ctx = f"{head}{ind}with open({q}%s{suffix}.{ext}{q}, {q}"
+  return TaskPair(ctx % read, ctx % write, f"r{q}) as {handle}:\n", f"w{q}) as {handle}:\n")
+
+
+def _list_items(d: Draw, n: int) -> str:
+  """``n`` comma-separated small numbers, some of them complete inner lists; the last a number."""
+  num = lambda: str(d.randint(0, 99))
+  items = []
+  for i in range(n):
+    if i < n - 1 and d.r.random() < 0.25:
+      items.append("[" + ", ".join(num() for _ in range(d.randint(1, 3))) + "]")
+    else:
+      items.append(num())
+  return ", ".join(items)
+
+
+@task("bracket_counting", expected=("]]\n", "]\n"), max_edit=1,
+      description="Close a list by its nesting depth: `]]` after `x = [[...`, `]` after "
+      "`x = [...`, where the items may hold complete inner lists (so `[[` alone does not decide). "
+      "The contexts differ in the opening bracket only. ood: 10-16 items and a comment with an "
+      "unclosed bracket.")
+def bracket_counting(d: Draw) -> TaskPair:
+  n = d.randint(10, 16) if d.ood else d.randint(1, 9)
+  head, ind = d.opening(distractors=[f"# {d.word()} [{d.word()}"], most=0)
+  ctx = f"{head}{ind}{d.plural(d.noun())} = %s{_list_items(d, n)}"
+  return TaskPair(ctx % "[[", ctx % "[", "]]\n", "]\n")
+
+
+@task("for_while", expected=(" in", ":\n"), max_edit=1,
+      description="`for x` continues with ` in`, `while x` with `:`.")
+def for_while(d: Draw) -> TaskPair:
+  var = d.noun()
+  head, ind = d.opening()
+  return TaskPair(f"{head}{ind}for {var}", f"{head}{ind}while {var}", f" in {d.plural(var)}:\n",
                   ":\n")
 
 
-def _else_elif(rng):
-  g = _g(rng)
-  var = rng.choice(_SIMPLE_NAMES)
-  head = (_prefix(rng) + f"{var} = {g.number()}\nif {g.condition(var)}:\n"
-          f"    {rng.choice(_SIMPLE_NAMES)} = {g.literal()}\n")
-  return TaskPair(f"{head}else", f"{head}elif", ":\n", f" {var} > {g.number()}:\n")
+@task("else_elif", expected=(":\n", None), max_edit=1, flags=(LAST_TOKEN_DIFFERS,),
+      description="`else` is followed by `:\\n`, `elif` by a condition. The contexts end on the "
+      "keyword itself, so their last tokens differ (inherent to the task, as in the paper).")
+def else_elif(d: Draw) -> TaskPair:
+  var = d.name()
+  head, ind = d.opening()
+  block = [f"{var} = {d.number()}", f"if {var} > {d.number()}:",
+           f"    {d.name()} = {d.literal()}"]
+  head += "".join(f"{ind}{line}\n" for line in block)
+  return TaskPair(f"{head}{ind}else", f"{head}{ind}elif", ":\n", f" {var} > {d.number()}:\n")
 
 
-def _fstring_brace(rng):
-  g = _g(rng)
-  var = rng.choice(_SIMPLE_NAMES)
-  q = rng.choice(('"', "'"))
-  # The label ends in a letter: punctuation would merge with the closing quote of B.
-  label = rng.choice(corpus.WORDS).capitalize() + rng.choice(("", " is", " " + rng.choice(
-      corpus.WORDS)))
-  head = _prefix(rng) + f"{var} = {g.literal()}\n"
-  return TaskPair(f"{head}print(f{q}{label}", f"{head}print({q}{label}", f" {{{var}}}{q})\n",
-                  f"{q}, {var})\n")
+@task("fstring_brace", expected=(" {", ('",', "',")), max_edit=2, same_length=False,
+      description="Inside an f-string a variable is inserted with ` {`; a plain string is "
+      "closed instead: `print(f\"total is` vs `print(\"total is`. The label has at least two "
+      "words so both contexts end on the same token.")
+def fstring_brace(d: Draw) -> TaskPair:
+  var = d.name()
+  q = d.quote()
+  label = d.words(2, 3)
+  head, ind = d.opening()
+  head += f"{ind}{var} = {d.literal()}\n"
+  return TaskPair(f"{head}{ind}print(f{q}{label}", f"{head}{ind}print({q}{label}",
+                  f" {{{var}}}{q})\n", f"{q}, {var})\n")
 
 
-def _if_ternary(rng):
-  g = _g(rng)
-  var, target = rng.sample(_SIMPLE_NAMES, 2)
-  # A numeric comparison: a string literal would merge its quote with the ":" of B.
-  cond = f"{var} {rng.choice(('==', '>', '<', '!=', '>=', '<='))} {g.number()}"
-  a = g.literal()
-  head = _prefix(rng) + f"{var} = {g.number()}\n"
-  return TaskPair(f"{head}{target} = {a} if {cond}", f"{head}if {cond}",
-                  f" else {g.literal()}\n", f":\n    {target} = {a}\n")
+@task("if_ternary", expected=(" else", ":\n"), max_edit=2, same_length=False,
+      description="After `y = a if cond` comes ` else`, after `y = a` and a new line `if cond` "
+      "comes `:`. The contexts differ only in the line break before `if`.")
+def if_ternary(d: Draw) -> TaskPair:
+  var, target = d.sample(d.v.names, 2)
+  cond = f"{var} {d.pick(('==', '>', '<', '!=', '>=', '<='))} {d.number()}"
+  a = d.literal()
+  head, ind = d.opening()
+  head += f"{ind}{var} = {d.number()}\n"
+  assign = f"{head}{ind}{target} = {a}"
+  return TaskPair(f"{assign} if {cond}", f"{assign}\n{ind}if {cond}", f" else {d.literal()}\n",
+                  f":\n{ind}    {target} = {d.literal()}\n")
 
 
-def _var_swap(rng):
-  g = _g(rng)
-  a, b = rng.sample(("a", "b", "x", "y", "left", "right", "first", "second", "lo", "hi", "i", "j",
-                     "old", "new", "p", "q"), 2)
-  head = _prefix(rng) + f"{a} = {g.number()}\n{b} = {g.number()}\n"
-  return TaskPair(f"{head}{a}, {b} = {b},", f"{head}{b}, {a} = {a},", f" {a}\n", f" {b}\n")
+@task("var_swap", max_edit=3,
+      description="`a, b = b,` completes the swap with ` a`; `b, a = a,` with ` b`. A swap is "
+      "symmetric, so the contexts differ in its three names.")
+def var_swap(d: Draw) -> TaskPair:
+  a, b = d.sample(d.v.short, 2)
+  head, ind = d.opening()
+  head += f"{ind}{a} = {d.number()}\n{ind}{b} = {d.number()}\n"
+  return TaskPair(f"{head}{ind}{a}, {b} = {b},", f"{head}{ind}{b}, {a} = {a},", f" {a}\n",
+                  f" {b}\n")
 
 
-def _indent_for(rng):
-  g = _g(rng)
-  it = g.noun()
-  loop = f"for {it} in {g.plural(it)}:\n"
-  head = _prefix(rng)
-  fn = f"def {g.func_name()}({rng.choice(_SIMPLE_NAMES)}):\n"
-  return TaskPair(f"{head}{fn}    {loop}", f"{head}{fn}    x = 0\n{loop}",
-                  f"        print({it})\n", f"    print({it})\n")
+@task("indent_for", max_edit=1,
+      description="The body of a `for` is indented one level deeper than the `for` itself: the "
+      "contexts differ only in the indentation of the `for` line (inside the outer loop, or "
+      "back in the function), so the decisive tokens are the two indents.")
+def indent_for(d: Draw) -> TaskPair:
+  outer, inner = d.noun(), d.noun()
+  head = d.prefix()
+  args = ", ".join(d.sample(d.v.names, d.randint(0, 2)))
+  head += (f"def {d.func_name()}({args}):\n    for {outer} in {d.plural(outer)}:\n"
+           f"        {d.name()} = {d.literal()}\n")
+  loop = f"for {inner} in {d.plural(inner)}:\n"
+  return TaskPair(f"{head}        {loop}", f"{head}    {loop}", f"            print({inner})\n",
+                  f"        print({inner})\n")
 
 
-def _lambda_func(rng):
-  g = _g(rng)
-  name = rng.choice(("square", "double", "add", "inc", "half", "key_fn", "is_even", "negate",
-                     "area", "scale", g.func_name()))
-  arg = rng.choice(("x", "n", "s", "item", "value", "a", "p"))
-  head = _prefix(rng)
-  return TaskPair(f"{head}{name} = lambda {arg}", f"{head}def {name}({arg}",
-                  f": {arg} * 2\n", f"):\n    return {arg} * 2\n")
+@task("lambda_func", expected=(":", "):\n"), max_edit=4, same_length=False,
+      description="`f = lambda a, b` continues with `:`, `def f(a, b` with `):`. The contexts end "
+      "on the same argument, so the paper's `(` (right after `def f`, where the last tokens "
+      "would differ and the bigram table could solve it) becomes `):\\n`.")
+def lambda_func(d: Draw) -> TaskPair:
+  name = d.pick((d.func_name(), d.pick(d.v.verbs)))
+  a, b = d.sample(d.v.short, 2)
+  head, ind = d.opening(levels=(1, 2))
+  return TaskPair(f"{head}{ind}{name} = lambda {a}, {b}", f"{head}{ind}def {name}({a}, {b}",
+                  f": {a} * {b}\n", f"):\n{ind}    return {a} * {b}\n")
 
 
-def _if_equals(rng):
-  g = _g(rng)
-  var = rng.choice(_SIMPLE_NAMES)
-  ind = _indent(rng)
-  head = _prefix(rng) + _in_function(rng, ind)
-  value = g.number()
-  return TaskPair(f"{head}{ind}if {var}", f"{head}{ind}{var}", f" == {value}:\n",
-                  f" = {value}\n")
+@task("if_equals", expected=(" ==", " ="), max_edit=1, same_length=False,
+      description="A condition compares with ` ==`, a statement assigns with ` =`: `    if x` vs "
+      "`    x` (always indented, so the name is the same token in both).")
+def if_equals(d: Draw) -> TaskPair:
+  var = d.name()
+  head, ind = d.opening(levels=(1, 1, 2))
+  value = d.number()
+  return TaskPair(f"{head}{ind}if {var}", f"{head}{ind}{var}", f" == {value}:\n", f" = {value}\n")
 
 
-def _enumerate_range(rng):
-  g = _g(rng)
-  idx = rng.choice(("i", "index", "n", "pos", "j", "k"))
-  it = g.noun()
-  src = g.plural(it)
-  head = _prefix(rng)
-  return TaskPair(f"{head}for {idx}, {it} in", f"{head}for {idx} in",
+@task("enumerate_range", expected=(" enumerate", " range"), max_edit=3, same_length=False,
+      description="Two loop variables need ` enumerate`, one index needs ` range`: "
+      "`for i, x in` vs `for i in`.")
+def enumerate_range(d: Draw) -> TaskPair:
+  idx, it = (d.sample(d.v.short, 2) if d.ood else
+             (d.pick(("i", "j", "k", "n", "idx", "pos", "index")), d.noun()))
+  head, ind = d.opening()
+  src = d.plural(d.noun())
+  return TaskPair(f"{head}{ind}for {idx}, {it} in", f"{head}{ind}for {idx} in",
                   f" enumerate({src}):\n", f" range(len({src})):\n")
 
 
-def _var_if(rng):
-  flag = rng.choice(_FLAGS)
-  value = rng.choice(("True", "False"))
-  ind = _indent(rng)
-  head = _prefix(rng) + _in_function(rng, ind)
-  return TaskPair(f"{head}{ind}if {flag} == {value}", f"{head}{ind}{flag} = {value}", ":\n",
-                  "\n")
+@task("var_if", expected=(":\n", "\n"), max_edit=2, same_length=False,
+      description="`if flag == True` continues with `:`, `flag = True` ends the line (always "
+      "indented, so the flag is the same token in both).")
+def var_if(d: Draw) -> TaskPair:
+  flag = d.pick(d.v.flags)
+  value = d.pick(("True", "False"))
+  head, ind = d.opening(levels=(1, 1, 2))
+  return TaskPair(f"{head}{ind}if {flag} == {value}", f"{head}{ind}{flag} = {value}", ":\n", "\n")
 
 
-def _while_return_true(rng):
-  ind = rng.choice(("    ", "    ", "        "))
-  head = _prefix(rng) + _in_function(rng, ind)
+@task("while_return_true", expected=(":\n", "\n"), max_edit=1,
+      description="`while True` continues with `:`, `return True` ends the line.")
+def while_return_true(d: Draw) -> TaskPair:
+  head, ind = d.opening(levels=(1, 1, 2))
   return TaskPair(f"{head}{ind}while True", f"{head}{ind}return True", ":\n", "\n")
 
 
-_SPECS = [
-    ("single_double_quote", "Close a string with the quote it was opened with: `(\"` ... `\")` "
-     "vs `('` ... `')`.", _single_double_quote, ('")\n', "')\n")),
-    ("final_kwarg", "After keyword arguments, the next def argument needs a default: "
-     "`def f(a, b=None, c` → `=` vs `def f(a, b, c` → `):`.", _final_kwarg, None),
-    ("set_or_string", "A variable initialised with `set()` grows with `.add`, one initialised with "
-     "`\"\"` with `+=`.", _set_or_string, None),
-    ("set_or_string_fixedvarname", "set_or_string with the variable always named `current`.",
-     lambda rng: _set_or_string(rng, "current"), None),
-    ("class_init", "In `__init__`, `self.x =` copies the argument of the same name.",
-     _class_init, None),
-    ("with_as", "`with open(...)` continues with `as`, `f = open(...)` ends the line.", _with_as,
-     None),
-    ("bracket_brace", "Inside a dict a key is followed by `:`, inside a list an item by `,`.",
-     _bracket_brace, None),
-    ("with_open", "Open mode from the file name: input-like names read (`'r'`), output-like names "
-     "write (`'w'`).", _with_open, ("r", "w")),
-    ("bracket_counting", "Close a list by its nesting depth: `]]` after `[[...`, `]` after `[...`.",
-     _bracket_counting, ("]]\n", "]\n")),
-    ("for_while", "`for x` continues with ` in`, `while x` with `:`.", _for_while, (" in", ":\n")),
-    ("else_elif", "`else` is followed by `:`, `elif` by a condition.", _else_elif, None),
-    ("fstring_brace", "Inside an f-string a variable is inserted with `{`; a plain string is "
-     "closed instead.", _fstring_brace, None),
-    ("if_ternary", "`x = a if cond` continues with ` else`, `if cond` with `:`.", _if_ternary,
-     (" else", ":\n")),
-    ("var_swap", "`a, b = b,` completes the swap with ` a`.", _var_swap, None),
-    ("indent_for", "The body of a `for` is indented one level deeper than the `for` itself.",
-     _indent_for, None),
-    ("lambda_func", "`f = lambda x` continues with `:`, `def f(x` with `):`.", _lambda_func,
-     (":", "):\n")),
-    ("if_equals", "A condition compares with ` ==`, a statement assigns with ` =`.", _if_equals,
-     (" ==", " =")),
-    ("enumerate_range", "Two loop variables need ` enumerate`, one index needs ` range`.",
-     _enumerate_range, (" enumerate", " range")),
-    ("var_if", "`if flag == True` continues with `:`, `flag = True` ends the line.", _var_if,
-     (":\n", "\n")),
-    ("while_return_true", "`while True` continues with `:`, `return True` ends the line.",
-     _while_return_true, (":\n", "\n")),
-]
-
-TASKS: dict[str, Task] = {name: Task(name, desc, make, expected)
-                          for name, desc, make, expected in _SPECS}
 TASK_NAMES = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
-  if name not in TASKS:
-    raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
-  return TASKS[name]
+  return TASKS.lookup(name)
 
 
 def resolve_names(names: str | Sequence[str] | None) -> list[str]:
   """"all" / None / a comma list / a sequence → validated task names."""
-  if names is None or names == "all":
-    return list(TASK_NAMES)
-  if isinstance(names, str):
-    names = [n.strip() for n in names.split(",") if n.strip()]
-  unknown = [n for n in names if n not in TASKS]
-  if unknown:
-    raise KeyError(f"unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(TASK_NAMES)}")
-  return list(names)
+  return TASKS.resolve(names)

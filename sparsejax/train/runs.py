@@ -26,7 +26,7 @@ class RunError(ValueError):
 class TrainedRun:
   workdir: str
   config: RunConfig
-  tokenizer: Tokenizer
+  tokenizer_or_none: Tokenizer | None  # None: a run imported without one (token ids only)
   graphdef: object
   params: dict
   buffers: dict
@@ -35,17 +35,32 @@ class TrainedRun:
   def model(self) -> GPT:
     return merge(self.graphdef, self.params, self.buffers)
 
+  @property
+  def has_tokenizer(self) -> bool:
+    return self.tokenizer_or_none is not None
+
+  @property
+  def tokenizer(self) -> Tokenizer:
+    """The run's tokenizer; stages that need text fail here, in one line, without one."""
+    return self.require_tokenizer("this stage")
+
+  def require_tokenizer(self, stage: str) -> Tokenizer:
+    if self.tokenizer_or_none is None:
+      raise RunError(f"{self.workdir} has no tokenizer, and {stage} needs text: import the model "
+                     "again with --tokenizer_dir=DIR (tinypython_2k's encoder.json and "
+                     "vocab.bpe), or train the run with sparsejax")
+    return self.tokenizer_or_none
+
 
 def load_run(workdir: str, step: int | None = None) -> TrainedRun:
-  """The run's config, tokenizer and parameters at ``step`` (default: the latest checkpoint)."""
+  """The run's config, tokenizer and parameters at ``step`` (default: the latest checkpoint).
+  A run without a tokenizer (imported on token ids) loads; its ``tokenizer`` raises."""
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise RunError(f"{workdir} is not a training run (no config.json)")
   with open(config_path) as f:
     cfg = RunConfig.from_dict(json.load(f))
   tok_path = os.path.join(workdir, "data", data_lib.TOKENIZER_FILE)
-  if not os.path.exists(tok_path):
-    raise RunError(f"{workdir} has no tokenizer ({tok_path})")
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise RunError(f"{workdir} has no checkpoints; train it first")
@@ -58,5 +73,6 @@ def load_run(workdir: str, step: int | None = None) -> TrainedRun:
     state, meta = ckpt.restore(abstract, step)
   finally:
     ckpt.close()
-  return TrainedRun(workdir, cfg, load_tokenizer(tok_path), graphdef,
+  tokenizer = load_tokenizer(tok_path) if os.path.exists(tok_path) else None
+  return TrainedRun(workdir, cfg, tokenizer, graphdef,
                     jax.device_get(state.params), jax.device_get(state.buffers), int(meta["step"]))
