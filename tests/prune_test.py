@@ -309,3 +309,29 @@ def test_grid_before_bisection_finds_the_small_circuit_a_loss_bump_hides():
   assert (k_rtol[:2] >= 30).all() and (k_rtol[:2] - 30 <= 0.2 * k_rtol[:2]).all()
   assert len(calls) < 12
   assert calls[0] == 3 and max(calls[1:]) == 2  # member 2 is not searched, nothing re-evaluated
+
+
+def test_a_warm_start_brackets_the_size_from_a_guess_with_few_evaluations():
+  n = 1000
+  tau = np.linspace(1.0, -1.0, n, dtype=np.float32)[None].repeat(4, 0)
+  crossing = np.asarray([30, 400, 5, 999])
+  calls = []
+
+  def evaluate(masks, members):
+    calls.append(len(members))
+    return np.where(np.asarray(masks).sum(1) >= crossing[np.asarray(members)], 0.1, 0.3)
+
+  full = np.full(4, 0.1)  # known: the full set passes, so it is not evaluated again
+  guess = np.asarray([100, 100, 100, 100])
+  k, loss = bisect_k(evaluate, tau, 0.15, n, start=guess, full_loss=full)
+  np.testing.assert_array_equal(k, crossing)
+  np.testing.assert_allclose(loss, 0.1)
+  assert calls[0] == 4  # the guesses, all members in one call (no evaluation of the full set)
+  exact_calls = len(calls)
+  calls.clear()
+  k, _ = bisect_k(evaluate, tau, 0.15, n, start=guess, full_loss=full, rtol=0.25)
+  assert (k >= crossing).all() and (k - crossing <= 0.25 * k).all()
+  assert len(calls) < exact_calls
+  calls.clear()
+  k_grid, _ = bisect_k(evaluate, tau, 0.15, n, grid=8, rtol=0.25)
+  assert len(calls) > 0 and (k_grid >= crossing).all()

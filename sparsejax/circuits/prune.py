@@ -45,7 +45,7 @@ class PruneConfig:
   # batch_pairs member-pair-steps per task; rounds only add the fitness evaluations between them)
   search: str = "pbt"  # "pbt": population-based training between rounds; "random": fixed draws
   rounds: int = 4  # rounds (pbt: the population adapts after each but the last)
-  candidates: int = 8  # members per task
+  candidates: int = 4  # members per task
   steps: int = 200  # mask-learning steps per member (all rounds)
   batch_pairs: int = 8  # task pairs per step (2 sequences each)
   pbt_fraction: float = 0.25  # per task, the worst fraction copies the best fraction each round
@@ -76,12 +76,12 @@ class PruneConfig:
   # --- clean-up: greedy single-node removals while the circuit stays at the target
   cleanup: bool = True
   cleanup_batch: int = 16  # exact single-removal candidates per circuit per round
-  cleanup_rounds: int = 40  # at most this many rounds
+  cleanup_rounds: int = 10  # at most this many rounds
   cleanup_exhaustive: bool = True  # stop only when no single removal passes (else: budget)
   # --- edge pruning: essential edges among the paper-comparable ones (the same search over edge
   # masks inside each node circuit; the other centres are the node search's)
   edges: bool = True
-  edge_candidates: int = 4  # members per task
+  edge_candidates: int = 2  # members per task
   edge_rounds: int = 2  # rounds (pbt: adapts between them)
   edge_steps: int = 200  # edge-mask learning steps per member (all rounds)
   edge_lr: float = 3e-2  # learning-rate centre

@@ -48,7 +48,8 @@ const data = JSON.parse(document.getElementById('circuit-data').textContent);
 const NS = 'http://www.w3.org/2000/svg';
 const svg = document.getElementById('graph');
 const panel = document.getElementById('panel');
-const colW = 136, rowH = 24, top = 44, left = 24, labelGap = 9;
+const rowH = 24, top = 56, left = 24, labelGap = 9;
+let colW = 136;
 const el = (tag, attrs) => { const e = document.createElementNS(NS, tag);
   for (const k in attrs) e.setAttribute(k, attrs[k]); return e; };
 function text(tag, s, cls) { const e = document.createElement(tag); e.textContent = s;
@@ -65,6 +66,9 @@ function layout(nodes, edges, links) {
   // Layered: one column per site (forward order), nodes ordered in a column by the mean row of
   // their neighbours in earlier columns (barycentre sweeps), columns centred vertically.
   const sites = data.site_order.filter(s => nodes.some(n => n.site === s));
+  // Fit the columns to the frame when possible (at least 104 px: labels are channel indices).
+  const frame = document.getElementById('graph-wrap').clientWidth || 900;
+  colW = Math.max(104, Math.min(150, (frame - 2 * left - 40) / Math.max(sites.length - 1, 1)));
   const cols = sites.map(s => nodes.filter(n => n.site === s).sort((a, b) => a.index - b.index));
   const colOf = {}; sites.forEach((s, i) => colOf[s] = i);
   const nbrs = {};
@@ -106,8 +110,9 @@ function render() {
   const g = layout(nodes, edges, links);
   svg.replaceChildren();
   svg.setAttribute('width', g.width); svg.setAttribute('height', g.height);
-  g.sites.forEach((s, i) => { const t = el('text', {x: left + colW * i - 6, y: 18, class: 'col'});
-    t.textContent = s; svg.appendChild(t); });
+  // Site names alternate between two rows, so neighbours never overlap however narrow.
+  g.sites.forEach((s, i) => { const t = el('text', {x: left + colW * i - 6, y: 16 + 16 * (i % 2),
+    class: 'col'}); t.textContent = s; svg.appendChild(t); });
   const linkLayer = el('g', {}), edgeLayer = el('g', {}), nodeLayer = el('g', {});
   svg.append(linkLayer, edgeLayer, nodeLayer);
   edgesOf = {};
