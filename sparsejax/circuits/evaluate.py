@@ -249,3 +249,24 @@ class EvalQueue:
           out[i] = jax.tree.map(lambda a: a[j], result)
     self.requests = []
     return out
+
+
+@dataclasses.dataclass
+class TaskGroups:
+  """The task groups masks are learned on: the tasks, then (with controls) their shuffled-label
+  copies; ``splits[g]`` holds group g's "train" / "val" / "test" TaskData."""
+
+  names: list[str]  # the tasks
+  splits: list[dict[str, TaskData]]  # per group: tasks first, then their controls
+  full_val_loss: list[float]  # the full model's val loss per task
+
+  @property
+  def n_tasks(self) -> int:
+    return len(self.names)
+
+  def control_of(self, t: int) -> int:
+    """The group of task t's control."""
+    return self.n_tasks + t
+
+  def stacked(self, split: str) -> TaskData:
+    return stack([g[split] for g in self.splits])
