@@ -41,12 +41,12 @@ from sparsejax.circuits.edges import circuit_edges, slots
 from sparsejax.circuits.evaluate import CircuitModel, EdgeMask, TaskData, TaskGroups
 from sparsejax.circuits.graph import Circuit, find_edges
 from sparsejax.circuits.population import stable_seed
-from sparsejax.circuits.prune import PruneConfig
+from sparsejax.circuits.prune import PruneConfig, preset as preset_config
 from sparsejax.data import dataset as data_lib
 from sparsejax.model.gpt import merge, rms
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import encode_pairs
-from sparsejax.train.runs import TrainedRun
+from sparsejax.train.runs import TrainedRun, load_run
 from sparsejax.utils.errors import ConfigError, PathError
 from sparsejax.utils.files import atomic_save_npy, atomic_write_json, remove_stale_files
 
@@ -506,3 +506,34 @@ def write_outputs(result: PruneResult, out_dir: str) -> None:
 
 def format_summary(result: PruneResult) -> str:
   return report.format_summary(result.summary)
+
+
+def prune(run: TrainedRun | str, tasks="all", *, preset: str = "quick",
+          config: PruneConfig | None = None, progress: Callable[[str], None] | None = print,
+          **overrides) -> dict[str, Circuit]:
+  """Circuits of ``tasks`` in a trained run: the whole pipeline in one call.
+
+  Args:
+    run: a :class:`TrainedRun` (``sparsejax.load_run``) or a run directory.
+    tasks: "all", a comma-separated string or a list of task names.
+    preset: the budget, one of :data:`sparsejax.circuits.prune.PRESETS` ("quick": minutes on a
+      CPU; "default"; "paper": the paper's budget, for an accelerator).
+    config: a full PruneConfig instead of ``preset`` (``overrides`` then apply on top of it).
+    progress: gets one line per stage (None: silent).
+    **overrides: PruneConfig fields, e.g. ``target_loss=0.1``.
+
+  Returns:
+    {task: Circuit} for every task the full model solves to the target; the others are named
+    through ``progress`` and left out (``Pruner(...).prune_tasks`` returns them, with the summary).
+  """
+  if config is not None:
+    cfg = dataclasses.replace(config, **overrides) if overrides else config
+  else:
+    cfg = preset_config(preset, **overrides)
+  if isinstance(run, (str, os.PathLike)):
+    run = load_run(os.fspath(run), progress=progress)
+  names = tasks_lib.resolve_names(tasks)
+  if not names:
+    raise ConfigError("tasks: no task names given (use 'all' or a list)")
+  run.require_tokenizer("pruning")
+  return Pruner(run, cfg, progress or (lambda _: None)).prune_tasks(names).circuits
