@@ -6,7 +6,8 @@ Where each part lives (``sparsejax/circuits/``):
   evaluate.py      TaskData (a task's pairs as a pytree), CircuitModel (jitted vmapped margins and
                    mask gradients of circuits), EvalQueue (many circuits in a few compiled calls)
   population.py    the population of mask learners; population-based training between rounds
-  search.py        the vmapped training scan, the memory plan (calls), rounds
+  search.py        the vmapped training scan, the memory plan (calls), rounds; Searcher: the
+                   search over any units (Problem → Found), its control replay, the bisection
   bisection.py     the smallest top-k circuit that reaches the target loss
   cleanup.py       greedy removal of units a circuit does not need
   edges.py         edges as arrays; edge ablation as a parameter transform
