@@ -61,3 +61,7 @@ from sparsejax.tasks.evaluation import pair_loss
 from sparsejax.tasks.evaluation import task_batch
 from sparsejax.tasks.evaluation import task_batches
 from sparsejax.tasks.evaluation import task_loss
+from sparsejax.circuits.graph import Circuit
+from sparsejax.circuits.prune import PRESETS as PRUNE_PRESETS
+from sparsejax.circuits.prune import PruneConfig
+from sparsejax.circuits.prune_run import prune

@@ -183,7 +183,7 @@ def build_viewer(workdir: str, prune_dir: str, out_dir: str | None = None, *,
   out_dir = out_dir or os.path.join(prune_dir, "viewer")
   progress(f"view: writing {len(circuits) + 1} pages to {out_dir}")
   index = viewer.write_site(out_dir, summary, circuits, details, descriptions, metrics_rows,
-                            run_info)
+                            run_info, head_dim=m.head_dim)
   remove_stale_files(out_dir, {viewer.task_file(n) for n in circuits},
                      viewer.task_file("*"))  # pages of tasks an earlier pruning run had
   return index
