@@ -53,8 +53,8 @@ from sparsejax.model.gpt import merge, rms
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import encode_pairs
 from sparsejax.train.runs import TrainedRun
-from sparsejax.utils.errors import ConfigError
-from sparsejax.utils.files import atomic_save_npy, atomic_write_json
+from sparsejax.utils.errors import ConfigError, PathError
+from sparsejax.utils.files import atomic_save_npy, atomic_write_json, remove_stale_files
 
 
 def _stable_seed(name: str) -> int:
@@ -238,8 +238,12 @@ class Pruner:
     means = masks.node_means(run.graphdef, params, buffers, layout, batches)
     self.progress(f"prune: node means over {sum(b.size for b in batches):,} held-out tokens "
                   f"({time.time() - t0:.1f}s), cached in {path}")
-    os.makedirs(cache_dir, exist_ok=True)
-    atomic_save_npy(path, means)
+    try:
+      os.makedirs(cache_dir, exist_ok=True)
+      atomic_save_npy(path, means)
+    except (OSError, PathError) as e:  # a read-only run: pruning it does not need the cache
+      reason = getattr(e, "strerror", None) or e
+      self.progress(f"prune: node means not cached ({path}: {reason})")
     return means
 
   # ---------------------------------------------------------------- tasks
@@ -673,10 +677,14 @@ class Pruner:
 
 
 def write_outputs(result: PruneResult, out_dir: str) -> None:
-  """OUT/circuits/<task>.json and OUT/summary.json (atomic writes)."""
-  os.makedirs(os.path.join(out_dir, "circuits"), exist_ok=True)
+  """OUT/circuits/<task>.json and OUT/summary.json (atomic writes). Circuits of an earlier run
+  that this one did not produce are removed: OUT describes this run only. The summary is written
+  last; it lists the circuits that belong to it."""
+  circuits_dir = os.path.join(out_dir, "circuits")
+  os.makedirs(circuits_dir, exist_ok=True)
   for name, c in result.circuits.items():
-    c.save(os.path.join(out_dir, "circuits", f"{name}.json"))
+    c.save(os.path.join(circuits_dir, f"{name}.json"))
+  remove_stale_files(circuits_dir, {f"{name}.json" for name in result.circuits}, "*.json")
   path = os.path.join(out_dir, "summary.json")
   atomic_write_json(path, result.summary, indent=2,
                     default=lambda x: x.item() if hasattr(x, "item") else str(x))

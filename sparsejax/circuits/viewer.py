@@ -324,8 +324,8 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
     ess = r.get("essential") or {}
     rows.append(
         f"<tr><td class=\"name\"><a href=\"{html.escape(task_file(name))}\">{html.escape(name)}"
-        f"</a></td><td>{r['nodes']}</td><td>{r['edges']}</td>"
-        f"<td>{r.get('essential_edges', r['edges'])}</td><td class=\"{cls(r['loss'])}\">"
+        f"</a></td><td>{int(r['nodes'])}</td><td>{int(r['edges'])}</td>"
+        f"<td>{int(r.get('essential_edges', r['edges']))}</td><td class=\"{cls(r['loss'])}\">"
         f"{_f(r['loss'])}</td><td class=\"{cls(ess.get('loss'))}\">{_f(ess.get('loss'))}"
         f"</td><td>{_f(r['loss_calibrated'])}</td><td>{_f(r['full_model_loss'])}</td>"
         f"<td>{_f(r['inverse_loss'])}</td><td>{_f(r['random_circuit_loss_mean'])}</td>"
@@ -345,7 +345,7 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
     curve = ("<h2>Training curve</h2>" + svg_line_plot(
         [("train loss", "#2166ac", loss), ("held-out loss", "#b2182b", ev)], x_label="step"))
   body = (f"<header><h1>sparsejax circuits</h1><div>{html.escape(run_info)}</div></header><main>"
-          f"<h2>Circuits (target task loss {summary['config']['target_loss']})</h2>"
+          f"<h2>Circuits (target task loss {float(summary['config']['target_loss']):g})</h2>"
           f"<p>Geometric mean over {len(summary['tasks'])} circuits of the edges (every nonzero "
           f"weight between kept nodes, the paper's count): <b>{_f(gm, 1)}</b>; of the essential "
           f"edges: <b>{_f(gm_ess, 1)}</b></p>"
