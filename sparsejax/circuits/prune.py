@@ -94,6 +94,15 @@ class PruneConfig:
   # --- controls
   random_circuits: int = 5  # random circuits of the same size per site / slot (control)
   control: bool = True  # also prune a shuffled-label copy of each task (control)
+  # --- the faithfulness suite (sparsejax.circuits.faithfulness), on every circuit
+  faithfulness: bool = True  # frozen norms, zero nodes, ood, node repurposing, attention
+  ood_pairs: int = 64  # held-out-template (ood split) pairs per task (0: no ood check)
+  repurposed_below: float = 0.5  # kept nodes correlating less with the full model are flagged
+  attention_diverges_above: float = 0.1  # kept heads with a larger JS divergence (bits) flagged
+  # The whole pruning repeated under seeds seed + 1 .. seed + seeds - 1 (other pairs, draws and
+  # initial τ): size spread and node Jaccard between seeds. 1: off (each seed costs one more
+  # pruning); the "default" and "paper" variants of experiments/configs/prune.py use 3.
+  seeds: int = 1
   # --- the memory plan
   chunk_steps: int = 25  # steps per compiled scan chunk (progress is reported between chunks)
   # Members trained in one vmapped call; 0 plans it from the memory budget (all members when they
@@ -129,6 +138,9 @@ class PruneConfig:
       raise ValueError(f"pbt_fraction: must be in (0, 0.5], got {self.pbt_fraction}")
     if self.random_circuits < 0 or self.cleanup_rounds < 0 or self.fitness_pairs < 0:
       raise ValueError("random_circuits, cleanup_rounds and fitness_pairs: must be >= 0")
+    if self.seeds < 1 or self.ood_pairs < 0:
+      raise ValueError(f"seeds: must be >= 1 and ood_pairs >= 0, got {self.seeds}, "
+                       f"{self.ood_pairs}")
     if self.bisect_grid < 0 or self.fitness_grid < 0:
       raise ValueError("bisect_grid and fitness_grid: must be >= 0")
     if self.members_per_call < 0 or self.memory_budget_gib < 0:

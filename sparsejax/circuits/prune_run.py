@@ -37,6 +37,7 @@ import numpy as np
 
 from sparsejax.circuits import checks as checks_lib
 from sparsejax.circuits import edge_pruning
+from sparsejax.circuits import faithfulness
 from sparsejax.circuits import masks
 from sparsejax.circuits import population as population_lib
 from sparsejax.circuits import report
@@ -322,11 +323,16 @@ class Pruner:
     t0 = time.time()
     circuits = self._report(groups, work, full)
     timing["checks_seconds"] = time.time() - t0
+    t0 = time.time()
+    suite = faithfulness.run(self, circuits, splits)
+    timing["faithfulness_seconds"] = time.time() - t0
     for name, c in circuits.items():
       self.progress(f"prune: {name}: {c.n_nodes} nodes, {c.n_edges} edges "
                     f"({c.n_essential_edges} essential), test loss {c.metrics['loss']:.3f}")
     summary = self._summary(circuits, unsolved, search={"strategy": cfg.search,
-                                                        "history": history}, timing=timing)
+                                                        "history": history}, timing=timing,
+                            faithfulness=suite)
+    faithfulness.summary_rows(summary, circuits)
     return PruneResult(circuits, unsolved, summary)
 
   # ---------------------------------------------------------------- the search (any units)
@@ -368,8 +374,11 @@ class Pruner:
     ``search="pbt"``); the best member per task by the fitness, and its lineage (the member it
     continued in each round)."""
     cfg, T, N = self.cfg, groups.n_tasks, problem.n_units_max
+    # Member seeds (initial τ, batch order) follow the task and, when set, cfg.seed.
+    suffix = f"/{cfg.seed}" if cfg.seed else ""
     pop = population_lib.initial(problem.centres, problem.candidates, cfg.spread, cfg.seed,
-                                 [_stable_seed(f"{problem.kind}/{n_}") for n_ in groups.names])
+                                 [_stable_seed(f"{problem.kind}/{n_}{suffix}")
+                                  for n_ in groups.names])
     self.progress(f"prune: {problem.kind}: {T} tasks × {problem.candidates} candidates = "
                   f"{len(pop)} members, up to {N} units each, {problem.steps} steps × "
                   f"{cfg.batch_pairs} pairs in {problem.rounds} round(s), search: {cfg.search}")
@@ -691,4 +700,5 @@ def write_outputs(result: PruneResult, out_dir: str) -> None:
 
 
 def format_summary(result: PruneResult) -> str:
-  return report.format_summary(result.summary)
+  table = faithfulness.format_table(result.summary)
+  return report.format_summary(result.summary) + (f"\n{table}" if table else "")
