@@ -263,3 +263,24 @@ def test_seed_variance_reports_sizes_and_jaccard():
   assert t["sizes"] == [2, 3, 1] and t["size_spread"] == pytest.approx(1.0)
   assert t["jaccard_mean"] == pytest.approx((2 / 3 + 0 + 0) / 3)
   assert t["jaccard_min"] == 0.0
+
+
+def test_ood_figures_come_from_the_ood_pairs_and_flag_a_circuit_that_fails_there():
+  layout = NodeLayout.for_model(CFG)
+  model = circuit_model(*hand_built_model(), CFG)
+  half = {k: [i for i in v if (k, i) != ("0.mlp.post_act", 4)] for k, v in EXPECTED.items()}
+  masks = {"exp": layout.mask_of(EXPECTED), "half": layout.mask_of(half)}
+  test = synthetic_task(16, 0, flip=True)  # the test pairs: every circuit fails them
+  ood = synthetic_task(16, 1)
+  res = faithfulness.evaluate_circuits(model, masks, {n: test for n in masks},
+                                       {n: ood for n in masks} | {"other": "no ood pairs"},
+                                       SETTINGS, {"exp": 0.1, "half": 0.1})
+  q = model.margins_queue()
+  t = [q.add(ood, np.ones(layout.n_nodes, np.float32), None), q.add(ood, masks["exp"], None),
+       q.add(ood, masks["half"], None)]
+  full, exp, half_loss = [numpy_loss(z) for z in q.run()]
+  assert full <= SETTINGS.target_loss < half_loss
+  assert res["exp"]["ood"] == {"loss": pytest.approx(exp), "full_model_loss": pytest.approx(full),
+                               "pairs": 16}
+  assert res["half"]["ood"]["loss"] == pytest.approx(half_loss)
+  assert "fails_ood" in res["half"]["flags"] and "fails_ood" not in res["exp"]["flags"]
