@@ -402,8 +402,8 @@ def headline(summary: dict, circuits: dict) -> None:
   """The summary's headline geometric means over the circuits no flag in
   :data:`FLAGS_OUT_OF_HEADLINE` marks (the all-circuit values kept as ``*_all_circuits``), and a
   faithfulness row per task."""
-  out = {n: c for n, c in circuits.items()
-         if not set(c.metrics.get("faithfulness", {}).get("flags", ())) & set(FLAGS_OUT_OF_HEADLINE)}
+  flagged = lambda c: set(c.metrics.get("faithfulness", {}).get("flags", ()))
+  out = {n: c for n, c in circuits.items() if not flagged(c) & set(FLAGS_OUT_OF_HEADLINE)}
   if len(out) == len(circuits):
     return
   for key, count in (("geometric_mean_edges", lambda c: c.n_edges),
@@ -503,8 +503,9 @@ def panel_html(f: dict | None, escape: Callable[[str], str]) -> str:
           f"{details}")
 
 
-def index_html(summary: dict, escape: Callable[[str], str]) -> str:
-  """The index page's faithfulness lines: what the headline leaves out, each task's flags."""
+def index_html(summary: dict, escape: Callable[[str], str], link: Callable[[str], str]) -> str:
+  """The index page's faithfulness lines: what the headline leaves out, each task's flags
+  (``link``: a task's page)."""
   rows = {n: r["faithfulness"] for n, r in summary.get("tasks", {}).items()
           if "faithfulness" in r}
   if not rows:
@@ -513,7 +514,7 @@ def index_html(summary: dict, escape: Callable[[str], str]) -> str:
   if summary.get("headline_excludes"):
     out += (f"<p>These means leave out the trivially solvable tasks (at the target with zero "
             f"nodes): <b>{escape(', '.join(summary['headline_excludes']))}</b>.</p>")
-  flagged = [f"<li><a href=\"task_{escape(n)}.html\">{escape(n)}</a>: "
+  flagged = [f"<li><a href=\"{escape(link(n))}\">{escape(n)}</a>: "
              f"{escape(', '.join(f['flags']))}</li>" for n, f in rows.items() if f["flags"]]
   out += (f"<details id=\"faithfulness-flags\"><summary>Faithfulness flags: {len(flagged)} of "
           f"{len(rows)} circuits (see each task page)</summary><ul>{''.join(flagged)}</ul>"
