@@ -45,3 +45,7 @@ from sparsejax.train.step import make_eval_step
 from sparsejax.train.step import make_train_step
 from sparsejax.model.gpt import merge
 from sparsejax.train.step import next_token_loss
+from sparsejax.circuits.graph import Circuit
+from sparsejax.circuits.prune import PRESETS as PRUNE_PRESETS
+from sparsejax.circuits.prune import PruneConfig
+from sparsejax.circuits.prune_run import prune

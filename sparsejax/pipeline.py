@@ -180,7 +180,7 @@ def build_viewer(workdir: str, prune_dir: str, out_dir: str | None = None, *,
   descriptions = {n: t.description for n, t in tasks_lib.TASKS.items()}
   out_dir = out_dir or os.path.join(prune_dir, "viewer")
   index = viewer.write_site(out_dir, summary, circuits, details, descriptions, metrics_rows,
-                            run_info)
+                            run_info, head_dim=m.head_dim)
   remove_stale_files(out_dir, {viewer.task_file(n) for n in circuits},
                      viewer.task_file("*"))  # pages of tasks an earlier pruning run had
   return index

@@ -1,5 +1,6 @@
 """The pruning pipeline end to end on a tiny trained run: every stage, every control, the files."""
 
+import dataclasses
 import json
 import os
 
@@ -121,3 +122,18 @@ def test_the_frozen_final_norm_compiles_once(run):
   assert a[TASKS[0]]["test"].rms is not None
   np.testing.assert_array_equal(a[TASKS[0]]["val"].rms, b[TASKS[0]]["val"].rms)
   assert pruner._final_rms._cache_size() == 1  # one compile for every split of every task
+
+
+def test_sj_prune_in_one_call_with_a_preset(run):
+  """``sparsejax.prune(run directory, tasks, preset=...)``: the preset's values under the
+  overrides (quick's learning-rate and size-penalty centres reach the single member)."""
+  import sparsejax as sj
+  small = {k: v for k, v in dataclasses.asdict(tiny_config()).items()
+           if k not in ("lr", "k_coef")}
+  small.update(candidates=1, edges=False, control=False, cleanup=False)
+  log = []
+  circuits = sj.prune(run.workdir, TASKS[:1], preset="quick", progress=log.append, **small)
+  assert set(circuits) == set(TASKS[:1]) and isinstance(circuits[TASKS[0]], sj.Circuit)
+  first = circuits[TASKS[0]].info["hyperparameters_by_round"][0]
+  assert first["lr"] == pytest.approx(3e-2) and first["k_coef"] == pytest.approx(3e-4)
+  assert any(line.startswith("prune: node circuits bisected") for line in log)

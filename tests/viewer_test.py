@@ -32,7 +32,8 @@ def synthetic_site(out_dir: Path) -> dict:
              "residual_links": [], "info": {},
              "metrics": {"loss": 0.12, "loss_calibrated": 0.05, "full_model_loss": 0.02,
                          "inverse_loss": 1.3, "random_circuit_loss_mean": 0.9,
-                         "target_loss": 0.15, "pruning_curve": [[0, 0.7], [9, 0.12], [100, 0.02]],
+                         "target_loss": 0.15,
+                         "pruning_curve": [[0, 0.7], [9, 0.12], [4224, 0.02]],
                          "control": {"loss_train": 0.6, "loss_test": 0.7, "solves_train": False,
                                      "solves_test": False, "nodes": 9},
                          "essential": {"loss": 0.14, "inverse_loss": 1.1,
@@ -56,11 +57,13 @@ def synthetic_site(out_dir: Path) -> dict:
              "geometric_mean_edges": 5.0, "geometric_mean_essential_edges": 4.0,
              "config": {"target_loss": 0.15}}
   metrics = [{"step": s, "loss": 3.0 / s, "eval_loss": 3.2 / s} for s in (1, 10, 50, 100)]
-  big = big_circuit()
+  big, wide = big_circuit(), wide_circuit()
   summary["tasks"]["big"] = dict(summary["tasks"]["var_swap"], nodes=big["counts"]["nodes"])
-  index = viewer.write_site(str(out_dir), summary, {"var_swap": circuit, "big": big},
+  summary["tasks"]["wide"] = dict(summary["tasks"]["var_swap"], nodes=wide["counts"]["nodes"])
+  index = viewer.write_site(str(out_dir), summary, {"var_swap": circuit, "big": big,
+                                                     "wide": wide},
                             {"var_swap": details}, {"var_swap": f"swap {EVIL} test"}, metrics,
-                            f"run {EVIL}")
+                            f"run {EVIL}", head_dim=HEAD_DIM)
   return {"index": index, "circuit": circuit, "big": index}
 
 
@@ -87,6 +90,59 @@ def big_circuit(n_edges: int = 100) -> dict:
           "nodes": nodes, "edges": edges, "residual_links": links, "info": {},
           "metrics": {"loss": 0.1, "full_model_loss": 0.01, "inverse_loss": 1.0,
                       "target_loss": 0.15, "essential": {"loss": 0.1}}}
+
+
+def wide_circuit(n_layer: int = 3) -> dict:
+  """Nodes at every site of ``n_layer`` layers (8 × n_layer columns), channel indices up to 4
+  digits, edges of every kind inside each layer, residual links between layers."""
+  rng = np.random.default_rng(1)
+  sites = ("attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta", "mlp.act_in",
+           "mlp.post_act", "mlp.resid_delta")
+  nodes = {f"{l}.{s}": sorted(rng.choice(1024 if s == "mlp.post_act" else 64, 4,
+                                         replace=False).tolist())
+           for l in range(n_layer) for s in sites}
+  for l in range(n_layer):  # the channels the residual links connect
+    nodes[f"{l}.attn.resid_delta"] = [5, 17, 33, 40]
+    nodes[f"{l}.mlp.act_in"] = [5, 17, 33, 41]
+  kinds = [("attn.act_in", "attn.q"), ("attn.act_in", "attn.k"), ("attn.act_in", "attn.v"),
+           ("attn.v", "attn.resid_delta"), ("mlp.act_in", "mlp.post_act"),
+           ("mlp.post_act", "mlp.resid_delta")]
+  edges = [{"src": f"{l}.{a}", "src_index": i, "dst": f"{l}.{b}", "dst_index": j,
+            "weight": float(rng.normal()), "essential": True}
+           for l in range(n_layer) for a, b in kinds
+           for i, j in zip(nodes[f"{l}.{a}"], nodes[f"{l}.{b}"][::-1])]  # crossing: reordered
+  links = [{"src": f"{l}.attn.resid_delta", "dst": f"{l2}.mlp.act_in", "index": c}
+           for l in range(n_layer) for l2 in range(l, n_layer) for c in (5, 17, 33)]
+  return {"schema": "sparsejax.circuit/v2", "task": "wide",
+          "counts": {"nodes": sum(map(len, nodes.values())), "edges": len(edges),
+                     "essential_edges": len(edges), "essential_nodes": 0},
+          "nodes": nodes, "edges": edges, "residual_links": links, "info": {},
+          "metrics": {"loss": 0.1, "full_model_loss": 0.01, "inverse_loss": 1.0,
+                      "target_loss": 0.15, "essential": {"loss": 0.1}}}
+
+
+HEAD_DIM = 4
+
+
+def test_tick_labels_are_short_and_inside_the_plot():
+  """4224 is written 4,224 (not 4.22e+03) and the last x tick ends inside the frame."""
+  assert [viewer.tick_label(v) for v in (4224, 65, 0.347, 0.0021, 0, 2e7)] == [
+      "4,224", "65", "0.347", "0.0021", "0", "2.00e+07"]
+  svg = viewer.svg_line_plot([("loss", "#000", [(1, 0.7), (65, 0.2), (4224, 0.01)])],
+                             width=560, log_x=True)
+  ticks = [t for t in svg.split("<text ")[1:] if 'class="tick"' in t]
+  last = ticks[-1]
+  assert ">4,224<" in last and 'text-anchor="end"' in last
+  assert float(last.split('x="')[1].split('"')[0]) <= 560
+
+
+def test_contexts_rank_by_distance_from_the_mean():
+  """A node that is mostly negative is largest where it is most negative, not at its signed
+  maximum."""
+  from sparsejax.circuits.analysis import largest_deviations
+  values = np.array([-3.0, 0.1, 0.2, -1.0, -0.5])
+  assert largest_deviations(values, 0.0, 3).tolist() == [0, 3, 4]
+  assert largest_deviations(values, -1.0, 2).tolist() == [0, 2]
 
 
 def test_pages_escape_everything_from_tokens(tmp_path):
@@ -136,7 +192,15 @@ def test_pages_in_headless_chromium(tmp_path):
     count = lambda css: len(driver.find_elements(By.CSS_SELECTOR, css))
     # Essential edges by default: 4 edges and the 7 nodes they touch...
     assert (count("circle.node"), count("path.edge")) == (7, 4)
-    assert "7 nodes, 4 essential edges drawn" in driver.find_element(By.ID, "count").text
+    assert "7 nodes, 4 essential edges, 0 residual links drawn" in driver.find_element(
+        By.ID, "count").text
+    # Every tick label of the plots lies inside its plot (4,224 is not cut at the edge).
+    outside = driver.execute_script(
+        "return [...document.querySelectorAll('svg.plot text.tick')].filter(t => {"
+        "const b = t.getBoundingClientRect(), p = t.ownerSVGElement.getBoundingClientRect();"
+        "return b.left < p.left || b.right > p.right; }).map(t => t.textContent);")
+    assert not outside, outside
+    assert "4,224" in driver.find_element(By.CSS_SELECTOR, "svg.plot").text
     # ...every edge on demand.
     driver.find_element(By.ID, "all-edges").click()
     assert (count("circle.node"), count("path.edge")) == (9, 5)
@@ -144,7 +208,7 @@ def test_pages_in_headless_chromium(tmp_path):
     node.click()
     panel = driver.find_element(By.ID, "panel").text
     assert "1.mlp.post_act[7]" in panel and "0.5000 ± 0.1000" in panel
-    assert "+0.2500" in panel and "Where it is largest" in panel
+    assert "+0.2500" in panel and "Where it is largest: furthest from its mean" in panel
     assert EVIL in panel  # the token is shown as text...
     assert driver.execute_script("return window.__xss === undefined")  # ...and never ran
     assert len(driver.find_elements(By.TAG_NAME, "script")) == 2
@@ -156,17 +220,45 @@ def test_pages_in_headless_chromium(tmp_path):
     # A 100-edge circuit stays readable: no two labels overlap, no two nodes coincide.
     driver.get((Path(site["big"]).parent / "task_big.html").as_uri())
     assert count("path.edge") == 100
-    boxes = driver.execute_script(
-        "return [...document.querySelectorAll('text.label, text.col, circle.node')].map(e => {"
-        "const b = e.getBBox(); return [e.tagName, b.x, b.y, b.width, b.height]; });")
-    overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
-                if a[0] == b[0] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-                and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]]
-    assert not overlaps, overlaps[:3]
+    assert not _overlaps(driver)
     driver.execute_script("document.getElementById('layout').scrollIntoView()")
     driver.save_screenshot(str(artifacts / "viewer_100_edges.png"))
+    # 24 columns (3 layers × 8 sites) fit the frame without scrolling; residual links between
+    # layers are drawn; q / k / v nodes are grouped by head, one band per head.
+    driver.get((Path(site["big"]).parent / "task_wide.html").as_uri())
+    wide = wide_circuit()
+    assert driver.execute_script("const w = document.getElementById('graph-wrap');"
+                                 "return w.scrollWidth <= w.clientWidth;")
+    assert count("text.col") == 24 and count("text.layer") == 3
+    assert count("path.link") == len(wide["residual_links"]) == 18
+    assert not _overlaps(driver)
+    columns = driver.execute_script(
+        "const out = {}; for (const c of document.querySelectorAll('circle.node')) {"
+        "const id = c.dataset.id, site = id.split('[')[0];"
+        "(out[site] = out[site] || []).push([+c.getAttribute('cy'), +id.split('[')[1].slice(0, -1)]);"
+        "} return out;")
+    groups = 0
+    for site, rows in columns.items():
+      if site.split(".", 1)[1] in ("attn.q", "attn.k", "attn.v"):
+        heads = [index // HEAD_DIM for _, index in sorted(rows)]
+        assert heads == sorted(heads), (site, heads)  # top to bottom, head by head
+        groups += len(set(heads))
+    assert count("rect.head") == groups > 9
+    driver.execute_script("document.getElementById('layout').scrollIntoView()")
+    driver.save_screenshot(str(artifacts / "viewer_wide.png"))
   finally:
     driver.quit()
+
+
+def _overlaps(driver) -> list:
+  """Pairs of labels (or of nodes) whose boxes on the screen overlap."""
+  boxes = driver.execute_script(
+      "return [...document.querySelectorAll('text.label, text.col, text.layer, text.head, "
+      "circle.node')].map(e => { const b = e.getBoundingClientRect();"
+      "return [e.tagName, b.left, b.top, b.width, b.height, e.textContent]; });")
+  return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+          if a[0] == b[0] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+          and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]][:3]
 
 
 def test_build_viewer_on_a_trained_run(tmp_path):
@@ -201,3 +293,7 @@ def test_build_viewer_on_a_trained_run(tmp_path):
   assert set(data["details"]["nodes"]) == {f"{s}[{i}]" for s, ids in nodes.items() for i in ids}
   assert len(data["details"]["contexts"]) == 8
   assert sum(d["ablation_exact"] for d in data["details"]["nodes"].values()) == 6
+  assert data["head_dim"] == run.config.model.head_dim
+  for d in data["details"]["nodes"].values():  # contexts furthest from the node's mean first
+    dev = [abs(t["value"] - d["mean"]) for t in d["top"]]
+    assert dev == sorted(dev, reverse=True) and len(dev) == 5

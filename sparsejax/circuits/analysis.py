@@ -2,7 +2,9 @@
 
 For every kept node, on the task's test pairs with the circuit in place (everything else ablated):
 its activation at the scored position on each side of the pairs (mean and spread), the contexts
-where it is largest, and the task-loss change when it alone is removed from the circuit. That
+where it is largest — furthest from the node's mean (its ablation value), |a − μ|: a node that is
+usually negative is interesting where it is most negative, and the signed maximum would show five
+contexts at ~0 — and the task-loss change when it alone is removed from the circuit. That
 change is measured exactly for the ``exact_top`` nodes with the largest first-order estimate
 (gradient of the loss with respect to the node's mask); the others carry the estimate, marked so.
 """
@@ -26,6 +28,12 @@ CONTEXT_TOKENS = 14  # tokens of context shown before the scored position
 
 def circuit_mask(layout: NodeLayout, circuit: Circuit) -> np.ndarray:
   return layout.mask_of(circuit.nodes)
+
+
+def largest_deviations(values: np.ndarray, mean: float, k: int) -> np.ndarray:
+  """Indices of the ``k`` entries of ``values`` furthest from ``mean`` (by |v − mean|, ties in
+  index order)."""
+  return np.argsort(-np.abs(np.asarray(values, np.float64) - mean), kind="stable")[:k]
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,11 +83,12 @@ def node_details(pruner, circuits: dict[str, Circuit], datas: dict[str, TaskData
       tickets[int(i)] = queue.add(datas[name], m, None)
     prepared[name] = (acts, kept, estimate, tickets)
   res = [numpy_loss(z) for z in queue.run()]
-  return {name: _details(layout, datas[name], tokenizer, res, *prepared[name], top_contexts)
-          for name in circuits}
+  means = np.asarray(model.values)  # what a removed node is set to: its mean (or 0)
+  return {name: _details(layout, datas[name], tokenizer, res, means, *prepared[name],
+                         top_contexts) for name in circuits}
 
 
-def _details(layout, data: TaskData, tokenizer, res, acts, kept, estimate, tickets,
+def _details(layout, data: TaskData, tokenizer, res, means, acts, kept, estimate, tickets,
              top_contexts) -> dict:
   b = data.batch
   P, S, _ = b.tokens.shape
@@ -89,13 +98,14 @@ def _details(layout, data: TaskData, tokenizer, res, acts, kept, estimate, ticke
     site, index = layout.site_of(int(i))
     a = acts[:, :, i]
     flat = a.reshape(-1)
-    top = np.argsort(-flat, kind="stable")[:top_contexts]
+    top = largest_deviations(flat, float(means[i]), top_contexts)
     exact = int(i) in tickets
     nodes[f"{site}[{index}]"] = {
         "site": site, "index": index,
         "mean_a": float(a[:, 0].mean()), "std_a": float(a[:, 0].std()),
         "mean_b": float(a[:, 1].mean()), "std_b": float(a[:, 1].std()),
         "mean_abs": float(np.abs(a).mean()),
+        "mean": float(means[i]),  # its ablation value (0 with zero ablation); "top": by |a − mean|
         "ablation_delta": (float(res[tickets[int(i)]]) - base_loss) if exact
                           else float(estimate[i]),
         "ablation_exact": exact,

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.circuits import calibration
+from sparsejax.circuits import search
 from sparsejax.circuits.evaluate import CircuitModel, TaskData
 from sparsejax.circuits.graph import geometric_mean
 from sparsejax.circuits.masks import NodeLayout
@@ -364,6 +365,7 @@ def rerun_seeds(pruner, names: list[str], seeds: int) -> dict[int, dict[str, set
                                   faithfulness=False, control=False)
     base = pruner.progress
     sub.progress = lambda msg, k=k: base(f"[seed +{k}] {msg}")
+    sub.searcher = search.Searcher(pruner.model, sub.cfg, sub.progress)
     result = sub.prune_tasks(list(names))
     out[sub.cfg.seed] = {n: node_set(c.nodes) for n, c in result.circuits.items()}
   return out

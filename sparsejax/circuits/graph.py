@@ -14,10 +14,10 @@ interaction inside a head, residual-stream links from a write (``resid_delta`` c
 reads (``act_in`` channel c) — these are identities, listed separately as ``residual_links`` —
 and embedding / unembedding entries. Weights are the raw kernel entries (norm gains not folded).
 
-After edge pruning (:mod:`sparsejax.circuits.edge_pruning`) every edge carries ``essential``: whether
-the circuit needs it to stay at the target loss. ``counts.edges`` stays the paper-comparable count
-(every edge); ``counts.essential_edges`` counts the essential ones, and ``counts.essential_nodes``
-the nodes they touch. Schema v2 adds these; v1 files (no edge pruning) still load.
+After edge pruning (:mod:`sparsejax.circuits.edge_pruning`) every edge carries ``essential``:
+whether the circuit needs it to stay at the target loss. ``counts.edges`` stays the
+paper-comparable count (every edge); ``counts.essential_edges`` counts the essential ones, and
+``counts.essential_nodes`` the nodes they touch. Schema v2 adds these; v1 files (no edge pruning) still load.
 """
 
 from __future__ import annotations
@@ -99,8 +99,47 @@ class Circuit:
       raise ValueError(f"circuit {c.task}: counts do not match its nodes / edges")
     return c
 
+  def to_json(self, indent: int | None = 1) -> str:
+    """The circuit file's text (schema :data:`SCHEMA`; :meth:`from_dict` of its parse reads it
+    back)."""
+    return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
   def save(self, path: str) -> None:
-    atomic_write(path, json.dumps(self.to_dict(), indent=1, default=_json_default))
+    atomic_write(path, self.to_json())
+
+  def to_networkx(self):
+    """The circuit as a ``networkx.DiGraph`` (the optional extra ``sparsejax[networkx]``).
+
+    Nodes are "site[index]" (e.g. "1.mlp.post_act[7]") with ``site``, ``index``, ``layer`` and
+    ``essential`` (an essential edge touches it; every node when not edge-pruned). Edges carry
+    ``kind``: "weight" (a nonzero weight between kept nodes, with ``weight`` and ``essential``) or
+    "residual" (a write read later on the same residual channel; ``weight`` 1, ``essential`` when
+    both ends are). Graph attributes: ``task``, ``metrics``, ``counts``.
+    """
+    try:
+      import networkx as nx
+    except ImportError:
+      raise ImportError("Circuit.to_networkx needs networkx: pip install 'sparsejax[networkx]'"
+                        ) from None
+    name = lambda site, i: f"{site}[{int(i)}]"
+    touched = {name(e[a], e[f"{a}_index"]) for e in self.essential for a in ("src", "dst")}
+    pruned = self.edge_pruned
+    g = nx.DiGraph(task=self.task, metrics=self.metrics,
+                   counts={"nodes": self.n_nodes, "edges": self.n_edges,
+                           "essential_edges": self.n_essential_edges})
+    for site, ids in self.nodes.items():
+      for i in ids:
+        n = name(site, i)
+        g.add_node(n, site=site, index=int(i), layer=int(site.split(".")[0]),
+                   essential=(n in touched) if pruned else True)
+    for e in self.edges:
+      g.add_edge(name(e["src"], e["src_index"]), name(e["dst"], e["dst_index"]), kind="weight",
+                 weight=float(e["weight"]), essential=bool(e.get("essential", True)))
+    for link in self.residual_links:
+      s, t = name(link["src"], link["index"]), name(link["dst"], link["index"])
+      g.add_edge(s, t, kind="residual", weight=1.0,
+                 essential=g.nodes[s]["essential"] and g.nodes[t]["essential"])
+    return g
 
   @classmethod
   def load(cls, path: str) -> "Circuit":

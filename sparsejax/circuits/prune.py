@@ -6,7 +6,8 @@ Where each part lives (``sparsejax/circuits/``):
   evaluate.py      TaskData (a task's pairs as a pytree), CircuitModel (jitted vmapped margins and
                    mask gradients of circuits), EvalQueue (many circuits in a few compiled calls)
   population.py    the population of mask learners; population-based training between rounds
-  search.py        the vmapped training scan, the memory plan (calls), rounds
+  search.py        the vmapped training scan, the memory plan (calls), rounds; Searcher: the
+                   search over any units (Problem → Found), its control replay, the bisection
   bisection.py     the smallest top-k circuit that reaches the target loss
   cleanup.py       greedy removal of units a circuit does not need
   edges.py         edges as arrays; edge ablation as a parameter transform
@@ -14,7 +15,8 @@ Where each part lives (``sparsejax/circuits/``):
   calibration.py   the logit scale + shift fit
   checks.py        the numbers that say whether to trust a circuit (controls), one function each
   report.py        the summary table and its JSON
-  prune_run.py     the pipeline: tasks → search → bisection → clean-up → edges → checks
+  prune_run.py     the pipeline: tasks → search → bisection → clean-up → edges → checks;
+                   ``prune(run, tasks, preset=...)``, the one-call entry point
   graph.py         the Circuit JSON; analysis.py, viewer.py: the HTML viewer
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 from sparsejax.circuits.masks import HYPER_NAMES
+from sparsejax.utils.errors import ConfigError
 
 SEARCHES = ("pbt", "random")
 LOSSES = ("raw", "calibrated")
@@ -101,7 +104,7 @@ class PruneConfig:
   attention_diverges_above: float = 0.1  # kept heads with a larger JS divergence (bits) flagged
   # The whole pruning repeated under seeds seed + 1 .. seed + seeds - 1 (other pairs, draws and
   # initial τ): size spread and node Jaccard between seeds. 1: off (each seed costs one more
-  # pruning); the "default" and "paper" variants of experiments/configs/prune.py use 3.
+  # pruning); the "default" and "paper" presets use 3.
   seeds: int = 1
   # --- the memory plan
   chunk_steps: int = 25  # steps per compiled scan chunk (progress is reported between chunks)
@@ -159,3 +162,47 @@ class PruneConfig:
     """From a summary's ``config`` (keys this version does not know are dropped)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# Named budgets (``preset``): the library's; experiments/configs/prune.py only selects one.
+PRESETS: dict[str, dict] = {
+    "default": dict(seeds=3),
+    # The README main job, sized for 2 CPU cores in a few minutes: 2 candidates per task in 2
+    # rounds of 50 larger steps (τ must cross 0 from the init bias 0.1 within the budget, so the
+    # learning-rate centre is 10x the paper's, and the size penalty 3x), a coarse between-round
+    # fitness, one edge-mask learner per circuit, one clean-up round of 8 candidates. val_pairs
+    # == test_pairs and fitness_pairs = 0: every evaluation has one batch size. On 2 cores a
+    # compile costs as much as hundreds of member-steps, so training runs as one call per stage
+    # (group_by_length off) and evaluations trim tokens per chunk.
+    "quick": dict(steps=100, rounds=2, candidates=2, train_pairs=96, val_pairs=48, test_pairs=48,
+                  batch_pairs=4, mean_tokens=16384, random_circuits=2, chunk_steps=50, lr=3e-2,
+                  k_coef=3e-4, fitness_rtol=0.15, bisect_grid=6, bisect_rtol=0.05,
+                  edge_candidates=1, edge_rounds=1, edge_steps=100, edge_max_edges=8192,
+                  cleanup_rounds=1, cleanup_batch=8, cleanup_exhaustive=False,
+                  # the faithfulness suite without seed variance: two more prunings would take
+                  # the main job past its 10 minutes
+                  ood_pairs=48, seeds=1),
+    # The paper's budget (paper-notes §3, prune_v4: 768 CARBS trials, 64 pairs per step, 48
+    # epochs): 256 members per task in 8 rounds of PBT, 1536 steps of 64 pairs (48 epochs of 2048
+    # training pairs), the edge search at a quarter of that, exhaustive clean-up. For an
+    # accelerator: the memory plan splits the members into as few vmapped calls as fit.
+    "paper": dict(steps=1536, rounds=8, candidates=256, batch_pairs=64, train_pairs=2048,
+                  val_pairs=256, test_pairs=512, chunk_steps=64, fitness_pairs=64,
+                  edge_candidates=64, edge_rounds=4, edge_steps=768, cleanup_rounds=500,
+                  cleanup_batch=64, cleanup_exhaustive=True, random_circuits=10, seeds=3),
+}
+
+
+def preset(name: str = "default", **overrides) -> PruneConfig:
+  """The :data:`PRESETS` budget ``name`` ("default", "quick" or "paper") with ``overrides``
+  (PruneConfig fields) on top; a bad name, field or value is a :class:`ConfigError`."""
+  if name not in PRESETS:
+    raise ConfigError(f"preset: unknown {name!r}; valid: {', '.join(PRESETS)}")
+  names = {f.name for f in dataclasses.fields(PruneConfig)}
+  unknown = sorted(set(overrides) - names)
+  if unknown:
+    raise ConfigError(f"PruneConfig has no field {', '.join(unknown)}")
+  try:
+    return PruneConfig(**(PRESETS[name] | overrides))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"PruneConfig: {e}") from None

@@ -19,7 +19,7 @@ from sparsejax.model.sites import PRUNE_SITES
 from sparsejax.utils.files import atomic_write
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;
+html{overflow-y:scroll}body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;
  background:#fafafa}
 header{padding:14px 22px;background:#20242b;color:#fff}header a{color:#9cc9ff}
 main{padding:16px 22px}h1{font-size:20px;margin:0}h2{font-size:16px;margin:22px 0 8px}
@@ -28,8 +28,8 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f0f0
 td.name,th.name{text-align:left}.bad{color:#b2182b;font-weight:600}.good{color:#1a7f37}
 .metrics td:first-child{text-align:left}.muted{color:#777;font-size:12px}
 #layout{display:flex;gap:16px;align-items:flex-start}
-#graph-wrap{flex:1;overflow:auto;background:#fff;border:1px solid #ddd;max-height:80vh}
-#panel{width:340px;flex-shrink:0;background:#fff;border:1px solid #ddd;padding:10px 12px;
+#graph-wrap{flex:1;overflow:auto;scrollbar-gutter:stable;background:#fff;border:1px solid #ddd;max-height:80vh}
+#panel{width:300px;flex-shrink:0;background:#fff;border:1px solid #ddd;padding:10px 12px;
  font-size:13px;position:sticky;top:10px;max-height:80vh;overflow:auto}
 #panel h3{margin:0 0 6px;font-size:15px;word-break:break-all}
 circle.node{cursor:pointer;stroke:#333;stroke-width:1}circle.node.selected{stroke:#ff9800;
@@ -37,7 +37,9 @@ circle.node{cursor:pointer;stroke:#333;stroke-width:1}circle.node.selected{strok
 path.edge.hot{stroke-opacity:1}path.link{fill:none;stroke:#999;stroke-width:1;
  stroke-dasharray:3 3;stroke-opacity:.7}text.label{font-size:10px;fill:#333;pointer-events:none}
 .controls{font-size:13px;margin:4px 0 8px}
-text.col{font-size:11px;font-weight:600;fill:#20242b}
+text.col{font-size:11px;font-weight:600;fill:#20242b}text.layer{font-size:11px;font-weight:700;
+ fill:#20242b}line.layer{stroke:#20242b;stroke-width:1.5}rect.head{fill:#e8eef7}
+rect.head.odd{fill:#f4ece2}text.head{font-size:9px;fill:#555;pointer-events:none}
 .ctx{font-family:ui-monospace,Menlo,monospace;font-size:12px;background:#f6f8fa;padding:3px 5px;
  margin:3px 0;white-space:pre-wrap;word-break:break-all}
 .tok{border-right:1px dotted #ccc}.tok.last{background:#ffe08a;font-weight:600}
@@ -49,7 +51,7 @@ const data = JSON.parse(document.getElementById('circuit-data').textContent);
 const NS = 'http://www.w3.org/2000/svg';
 const svg = document.getElementById('graph');
 const panel = document.getElementById('panel');
-const rowH = 24, top = 56, left = 24, labelGap = 9;
+const rowH = 24, top = 154, left = 20, labelGap = 8;
 let colW = 136;
 const el = (tag, attrs) => { const e = document.createElementNS(NS, tag);
   for (const k in attrs) e.setAttribute(k, attrs[k]); return e; };
@@ -63,20 +65,37 @@ const strength = e => { const d = detailOf(e.s);
   return Math.abs(e.w) * (d && d.mean_abs !== undefined ? d.mean_abs : 1); };
 let edgesOf = {};
 
+// Attention q / k / v channels belong to head ⌊channel / head_dim⌋: those columns list their nodes
+// head by head, each group under a "h<n>" header slot on a shaded band.
+const headOf = n => (data.head_dim && /\.attn\.[qkv]$/.test(n.site)) ?
+  Math.floor(n.index / data.head_dim) : null;
+
 function layout(nodes, edges, links) {
   // Layered: one column per site (forward order), nodes ordered in a column by the mean row of
-  // their neighbours in earlier columns (barycentre sweeps), columns centred vertically.
+  // their neighbours in other columns (barycentre sweeps; by head first where grouped), columns
+  // centred vertically.
   const sites = data.site_order.filter(s => nodes.some(n => n.site === s));
-  // Fit the columns to the frame when possible (at least 104 px: labels are channel indices).
+  // Every column fits the frame when it can: at least 38 px (a node and a 4-digit label); the
+  // site names are written vertically, so they never limit the width.
   const frame = document.getElementById('graph-wrap').clientWidth || 900;
-  colW = Math.max(104, Math.min(150, (frame - 2 * left - 40) / Math.max(sites.length - 1, 1)));
+  colW = Math.max(38, Math.min(150, (frame - left - 36) / Math.max(sites.length - 1, 1)));
   const cols = sites.map(s => nodes.filter(n => n.site === s).sort((a, b) => a.index - b.index));
   const colOf = {}; sites.forEach((s, i) => colOf[s] = i);
   const nbrs = {};
   for (const e of edges.concat(links)) {
     (nbrs[e.t] = nbrs[e.t] || []).push(e.s); (nbrs[e.s] = nbrs[e.s] || []).push(e.t); }
-  const row = {};
-  const place = () => cols.forEach(c => c.forEach((n, r) => row[n.id] = r - (c.length - 1) / 2));
+  const row = {}, heads = [];
+  const place = () => cols.forEach((c, i) => {
+    // Slots: a header slot before each head's group, then its nodes.
+    let k = 0, prev = null; heads[i] = [];
+    for (const n of c) { const h = headOf(n);
+      if (h !== null && h !== prev) heads[i].push({head: h, slot: k++, first: k, last: k});
+      if (h !== null) heads[i][heads[i].length - 1].last = k;
+      prev = h; row[n.id] = k++; }
+    const mid = (k - 1) / 2;
+    for (const n of c) row[n.id] -= mid;
+    for (const g of heads[i]) { g.slot -= mid; g.first -= mid; g.last -= mid; }
+    c.slots = k; });
   place();
   for (let sweep = 0; sweep < 4; sweep++) {
     const order = sweep % 2 === 0 ? cols.map((c, i) => i) : cols.map((c, i) => cols.length - 1 - i);
@@ -85,15 +104,18 @@ function layout(nodes, edges, links) {
           colOf[m.split('[')[0]] !== i).map(m => row[m]);
         return ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : row[n.id]; };
       const keys = {}; cols[i].forEach(n => keys[n.id] = key(n));
-      cols[i].sort((a, b) => keys[a.id] - keys[b.id] || a.index - b.index);
+      cols[i].sort((a, b) => (headOf(a) || 0) - (headOf(b) || 0) || keys[a.id] - keys[b.id] ||
+        a.index - b.index);
       place();
     }
   }
-  const maxRows = Math.max(1, ...cols.map(c => c.length));
+  const maxRows = Math.max(1, ...cols.map(c => c.slots));
+  const y = r => top + rowH * (r + (maxRows - 1) / 2);
   const pos = {};
-  cols.forEach((c, i) => c.forEach(n =>
-    pos[n.id] = [left + colW * i, top + rowH * (row[n.id] + (maxRows - 1) / 2)]));
-  return {sites, pos, width: left * 2 + colW * Math.max(sites.length, 1),
+  cols.forEach((c, i) => c.forEach(n => pos[n.id] = [left + colW * i, y(row[n.id])]));
+  const bands = heads.flatMap((hs, i) => hs.map(g => ({x: left + colW * i, head: g.head,
+    yHead: y(g.slot), y0: y(g.slot) - rowH / 2, y1: y(g.last) + rowH / 2})));
+  return {sites, pos, bands, width: left + colW * Math.max(sites.length - 1, 0) + 36,
           height: top + rowH * maxRows + 10};
 }
 
@@ -111,11 +133,31 @@ function render() {
   const g = layout(nodes, edges, links);
   svg.replaceChildren();
   svg.setAttribute('width', g.width); svg.setAttribute('height', g.height);
-  // Site names alternate between two rows, so neighbours never overlap however narrow.
-  g.sites.forEach((s, i) => { const t = el('text', {x: left + colW * i - 6, y: 16 + 16 * (i % 2),
-    class: 'col'}); t.textContent = s; svg.appendChild(t); });
-  const linkLayer = el('g', {}), edgeLayer = el('g', {}), nodeLayer = el('g', {});
-  svg.append(linkLayer, edgeLayer, nodeLayer);
+  // Header: the layer ("L0") over its columns, then each site's name written upwards (a column
+  // is 40+ px wide, a name ~100 px long: written across they would overlap).
+  const layerOf = s => s.split('.')[0];
+  g.sites.forEach((s, i) => {
+    const x = left + colW * i;
+    if (i === 0 || layerOf(g.sites[i - 1]) !== layerOf(s)) {
+      let j = i; while (j + 1 < g.sites.length && layerOf(g.sites[j + 1]) === layerOf(s)) j++;
+      svg.appendChild(el('line', {x1: x - 4, x2: left + colW * j + 4, y1: 20, y2: 20,
+                                  class: 'layer'}));
+      const t = el('text', {x: x - 4, y: 14, class: 'layer'}); t.textContent = 'L' + layerOf(s);
+      svg.appendChild(t);
+    }
+    const t = el('text', {x: 0, y: 0, class: 'col',
+                          transform: `translate(${x + 4},${top - 26}) rotate(-90)`});
+    t.textContent = s.split('.').slice(1).join('.');
+    const title = el('title', {}); title.textContent = s; t.appendChild(title);
+    svg.appendChild(t); });
+  const bandLayer = el('g', {}), linkLayer = el('g', {}), edgeLayer = el('g', {}),
+    nodeLayer = el('g', {});
+  svg.append(bandLayer, linkLayer, edgeLayer, nodeLayer);
+  g.bands.forEach((b, k) => {
+    bandLayer.appendChild(el('rect', {x: b.x - 10, y: b.y0, width: Math.min(colW - 4, 40),
+      height: b.y1 - b.y0, rx: 4, class: 'head' + (b.head % 2 ? ' odd' : '')}));
+    const t = el('text', {x: b.x - 6, y: b.yHead + 4, class: 'head'});
+    t.textContent = 'h' + b.head; bandLayer.appendChild(t); });
   edgesOf = {};
   for (const l of links) linkLayer.appendChild(el('path', {d: curve(g.pos[l.s], g.pos[l.t]),
     class: 'link'}));
@@ -139,7 +181,8 @@ function render() {
     nodeLayer.appendChild(t);
   }
   document.getElementById('count').textContent = nodes.length + ' nodes, ' + edges.length +
-    (all ? ' edges (every nonzero weight between kept nodes)' : ' essential edges') + ' drawn';
+    (all ? ' edges (every nonzero weight between kept nodes)' : ' essential edges') + ', ' +
+    links.length + ' residual links drawn';
 }
 
 function showContext(pair, side) {
@@ -168,15 +211,23 @@ function select(n, circle) {
   for (const [k, v] of rows) { const tr = document.createElement('tr');
     tr.appendChild(text('td', k)); tr.appendChild(text('td', v)); tbl.appendChild(tr); }
   panel.appendChild(tbl);
-  panel.appendChild(text('h4', 'Where it is largest (scored token highlighted)'));
+  const mu = d.mean === undefined ? 0 : d.mean;
+  panel.appendChild(text('h4', 'Where it is largest: furthest from its mean ' + fmt(mu) +
+                               ' (scored token highlighted)'));
   for (const t of d.top) {
-    panel.appendChild(text('div', 'pair ' + t.pair + ', context ' + t.side + ': ' + fmt(t.value),
-                           'muted'));
+    const dev = t.value - mu;
+    panel.appendChild(text('div', 'pair ' + t.pair + ', context ' + t.side + ': ' + fmt(t.value) +
+                           ' (' + (dev >= 0 ? '+' : '') + fmt(dev) + ' from the mean)', 'muted'));
     panel.appendChild(showContext(t.pair, t.side));
   }
 }
 document.getElementById('all-edges').addEventListener('change', render);
 render();
+// Columns are fitted to the frame's width: lay out again when it changes (a resized window, or
+// the page's scrollbar appearing once the graph is drawn).
+let frameW = document.getElementById('graph-wrap').clientWidth;
+new ResizeObserver(() => { const w = document.getElementById('graph-wrap').clientWidth;
+  if (w !== frameW) { frameW = w; render(); } }).observe(document.getElementById('graph-wrap'));
 })();
 """
 
@@ -191,6 +242,19 @@ def _page(title: str, body: str, script: str = "") -> str:
   return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
           f"<meta name=\"viewport\" content=\"width=device-width\"><title>{html.escape(title)}"
           f"</title><style>{_CSS}</style></head><body>{body}{script}</body></html>\n")
+
+
+def tick_label(v: float) -> str:
+  """A short axis label: whole numbers from 100 on (4,224, not 4.22e+03), 3 significant digits
+  below, scientific only from a million or below 0.001."""
+  if v == 0 or not math.isfinite(v):
+    return f"{v:g}"
+  if 99.5 <= abs(v) < 1e6:
+    return f"{round(v):,}"
+  if 1e-3 <= abs(v) < 99.5:
+    digits = 2 - int(math.floor(math.log10(abs(v))))
+    return f"{round(v, digits):.{max(digits, 0)}f}".rstrip("0").rstrip(".")
+  return f"{v:.2e}"
 
 
 def svg_line_plot(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]], *,
@@ -213,13 +277,15 @@ def svg_line_plot(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]
   for frac in (0, 0.25, 0.5, 0.75, 1):
     y = y0 + frac * (y1 - y0)
     out.append(f"<line x1=\"{L}\" x2=\"{width - R}\" y1=\"{sy(y):.1f}\" y2=\"{sy(y):.1f}\" "
-               f"stroke=\"#eee\"/><text x=\"4\" y=\"{sy(y) + 4:.1f}\" font-size=\"10\">"
-               f"{y:.3g}</text>")
-  for frac in (0, 0.5, 1):
+               f"stroke=\"#eee\"/><text class=\"tick\" x=\"{L - 4}\" y=\"{sy(y) + 4:.1f}\" "
+               f"font-size=\"10\" text-anchor=\"end\">{tick_label(y)}</text>")
+  # x ticks anchored inside the frame (the first at its start, the last at its end): a long
+  # label such as 4,220 is never cut by the plot's edge.
+  for frac, anchor in ((0, "start"), (0.5, "middle"), (1, "end")):
     xv = x0 + frac * (x1 - x0)
-    label = f"{10 ** xv:.3g}" if log_x else f"{xv:.3g}"
-    out.append(f"<text x=\"{L + frac * (width - L - R) - 10:.1f}\" y=\"{height - 14}\" "
-               f"font-size=\"10\">{label}</text>")
+    out.append(f"<text class=\"tick\" x=\"{L + frac * (width - L - R):.1f}\" "
+               f"y=\"{height - 14}\" font-size=\"10\" text-anchor=\"{anchor}\">"
+               f"{tick_label(10 ** xv if log_x else xv)}</text>")
   if hline is not None:
     out.append(f"<line x1=\"{L}\" x2=\"{width - R}\" y1=\"{sy(hline):.1f}\" y2=\"{sy(hline):.1f}\""
                f" stroke=\"#999\" stroke-dasharray=\"4 3\"/>")
@@ -236,9 +302,10 @@ def svg_line_plot(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]
   return "".join(out)
 
 
-def graph_data(circuit: dict) -> dict:
+def graph_data(circuit: dict, head_dim: int | None = None) -> dict:
   """Nodes, edges and residual links for the page; the page lays them out (site columns in
-  forward order) and draws the essential ones by default."""
+  forward order, attention q / k / v channels grouped by head when ``head_dim`` is known) and
+  draws the essential ones by default."""
   nodes = circuit["nodes"]
   layers = sorted({int(s.split(".")[0]) for s in nodes})
   order = [f"{l}.{s}" for l in layers for s in PRUNE_SITES]
@@ -252,7 +319,8 @@ def graph_data(circuit: dict) -> dict:
                for s in order if s in nodes for i in sorted(nodes[s])]
   links = [{"s": f"{l['src']}[{l['index']}]", "t": f"{l['dst']}[{l['index']}]"}
            for l in circuit.get("residual_links", [])]
-  return {"site_order": order, "nodes": out_nodes, "edges": edges, "links": links}
+  return {"site_order": order, "nodes": out_nodes, "edges": edges, "links": links,
+          "head_dim": head_dim}
 
 
 def _f(x, digits=3):
@@ -272,7 +340,7 @@ def _metric_rows(m: dict, unit: str) -> list[tuple[str, str]]:
   return rows
 
 
-def task_page(circuit: dict, details: dict, description: str) -> str:
+def task_page(circuit: dict, details: dict, description: str, head_dim: int | None = None) -> str:
   m = circuit["metrics"]
   name = circuit["task"]
   counts = circuit["counts"]
@@ -291,7 +359,7 @@ def task_page(circuit: dict, details: dict, description: str) -> str:
                      for k, v in _metric_rows(ess, "edges per matrix"))
   curve = svg_line_plot([("task loss", "#2166ac", [tuple(p) for p in m.get("pruning_curve", [])])],
                         log_x=True, x_label="nodes kept (top by τ)", hline=m["target_loss"])
-  data = graph_data(circuit) | {"details": details}
+  data = graph_data(circuit, head_dim) | {"details": details}
   toggle_label = (f"draw every edge between kept nodes ({counts['edges']}), not only the "
                   f"{counts.get('essential_edges')} essential ones" if ess else
                   "draw every edge between kept nodes")
@@ -302,8 +370,9 @@ def task_page(circuit: dict, details: dict, description: str) -> str:
           f"<h2>Pruning curve</h2>{curve}"
           f"<h2>Circuit</h2><div class=\"controls\"><label><input type=\"checkbox\" "
           f"id=\"all-edges\"{'' if ess else ' checked'}> {html.escape(toggle_label)}</label></div>"
-          f"<p class=\"muted\"><span id=\"count\"></span>. Columns are sites in forward order, "
-          f"labels the channel index. Click a node. Edges: <span style=\"color:#2166ac\">"
+          f"<p class=\"muted\"><span id=\"count\"></span>. Columns are sites in forward order "
+          f"under their layer (L0, L1, …), labels the channel index; attention q / k / v "
+          f"channels are grouped by head (h0, h1, … on shaded bands). Click a node. Edges: <span style=\"color:#2166ac\">"
           f"positive</span> / <span style=\"color:#b2182b\">negative</span> weights, width ∝ "
           f"|weight × mean |activation| of the source|; dashed: residual stream (a write read "
           f"later on the same channel). Node colour: larger on context A (blue) or B (red).</p>"
@@ -367,13 +436,15 @@ def task_file(name: str) -> str:
 
 
 def write_site(out_dir: str, summary: dict, circuits: dict, details: dict, descriptions: dict,
-               metrics_rows: list[dict] | None, run_info: str) -> str:
-  """Writes index.html and one page per circuit; returns the index path."""
+               metrics_rows: list[dict] | None, run_info: str,
+               head_dim: int | None = None) -> str:
+  """Writes index.html and one page per circuit; returns the index path. ``head_dim`` (the
+  model's per-head width) groups attention channels by head."""
   os.makedirs(out_dir, exist_ok=True)
   for name, c in circuits.items():
     atomic_write(os.path.join(out_dir, task_file(name)),
                  task_page(c, details.get(name, {"nodes": {}, "contexts": []}),
-                           descriptions.get(name, "")))
+                           descriptions.get(name, ""), head_dim))
   index = os.path.join(out_dir, "index.html")
   atomic_write(index, index_page(summary, descriptions=descriptions, metrics_rows=metrics_rows,
                                  run_info=run_info))
