@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from conftest import train_tiny_bpe_run
 from sparsejax.circuits import prune_run
 from sparsejax.circuits.graph import Circuit
 from sparsejax.circuits.prune import PruneConfig
+from sparsejax.pipeline import build_viewer
 from sparsejax.train.runs import load_run
 
 TASKS = ["single_double_quote", "var_if"]
@@ -27,7 +29,7 @@ def tiny_config(**kw) -> PruneConfig:
   base = dict(target_loss=0.7, train_pairs=16, val_pairs=8, test_pairs=8, batch_pairs=2,
               steps=4, rounds=2, candidates=2, chunk_steps=2, mean_tokens=512, edge_steps=4,
               edge_candidates=2, edge_rounds=2, cleanup_rounds=2, cleanup_batch=4,
-              random_circuits=1, bisect_grid=4)
+              random_circuits=1, bisect_grid=4, ood_pairs=8)
   return PruneConfig(**(base | kw))
 
 
@@ -69,6 +71,35 @@ def test_the_pipeline_writes_circuits_with_controls_for_nodes_and_edges(run, tmp
       pytest.approx(s["geometric_mean_essential_edges"])
   table = prune_run.format_summary(result)
   assert "essential edges" in table and TASKS[0] in table
+  # The faithfulness suite: in every circuit's metrics, its summary row, the table and the viewer.
+  for name, c in result.circuits.items():
+    f = c.metrics["faithfulness"]
+    assert {"zero_nodes_loss", "loss_frozen_norms", "norm_ratio", "ood", "repurposing",
+            "attention", "flags"} <= set(f)
+    assert f["ood"]["pairs"] == 8 and f["ood"]["loss"] >= 0  # held-out templates, both models
+    assert f["repurposing"]["kept"] == c.n_nodes
+    assert set(f["norm_ratio"]) == {"0.ln_1", "0.ln_2", "ln_f"}
+    assert s["tasks"][name]["faithfulness"]["flags"] == f["flags"]
+    assert Circuit.load(str(out / "circuits" / f"{name}.json")).metrics["faithfulness"] == \
+        json.loads(json.dumps(f))
+  assert "faithfulness" in table and "frozen" in table
+  assert s["timing"]["faithfulness_seconds"] > 0
+  index = build_viewer(run.workdir, str(out), progress=lambda _: None)
+  page = open(os.path.join(os.path.dirname(index), f"task_{next(iter(result.circuits))}.html"))
+  assert 'id="faithfulness"' in page.read()
+
+
+def test_seed_variance_repeats_the_pruning_under_other_seeds(run):
+  log = []
+  cfg = tiny_config(edges=False, control=False, seeds=2, ood_pairs=0)
+  result = prune_run.Pruner(run, cfg, log.append).prune_tasks(TASKS[:1])
+  assert any(line.startswith("[seed +1] prune:") for line in log)
+  for c in result.circuits.values():
+    sv = c.metrics["faithfulness"]["seed_variance"]
+    assert sv["seeds"] == [0, 1] and sv["sizes"][0] == c.n_nodes
+    assert 0.0 <= sv["jaccard_mean"] <= 1.0
+    assert "ood" not in c.metrics["faithfulness"]
+  assert result.summary["faithfulness"]["seeds"] == 2
 
 
 def test_a_random_search_spends_the_same_steps_and_does_not_adapt(run):

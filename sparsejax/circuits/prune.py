@@ -97,6 +97,15 @@ class PruneConfig:
   # --- controls
   random_circuits: int = 5  # random circuits of the same size per site / slot (control)
   control: bool = True  # also prune a shuffled-label copy of each task (control)
+  # --- the faithfulness suite (sparsejax.circuits.faithfulness), on every circuit
+  faithfulness: bool = True  # frozen norms, zero nodes, ood, node repurposing, attention
+  ood_pairs: int = 64  # held-out-template (ood split) pairs per task (0: no ood check)
+  repurposed_below: float = 0.5  # kept nodes correlating less with the full model are flagged
+  attention_diverges_above: float = 0.1  # kept heads with a larger JS divergence (bits) flagged
+  # The whole pruning repeated under seeds seed + 1 .. seed + seeds - 1 (other pairs, draws and
+  # initial τ): size spread and node Jaccard between seeds. 1: off (each seed costs one more
+  # pruning); the "default" and "paper" presets use 3.
+  seeds: int = 1
   # --- the memory plan
   chunk_steps: int = 25  # steps per compiled scan chunk (progress is reported between chunks)
   # Members trained in one vmapped call; 0 plans it from the memory budget (all members when they
@@ -132,6 +141,9 @@ class PruneConfig:
       raise ValueError(f"pbt_fraction: must be in (0, 0.5], got {self.pbt_fraction}")
     if self.random_circuits < 0 or self.cleanup_rounds < 0 or self.fitness_pairs < 0:
       raise ValueError("random_circuits, cleanup_rounds and fitness_pairs: must be >= 0")
+    if self.seeds < 1 or self.ood_pairs < 0:
+      raise ValueError(f"seeds: must be >= 1 and ood_pairs >= 0, got {self.seeds}, "
+                       f"{self.ood_pairs}")
     if self.bisect_grid < 0 or self.fitness_grid < 0:
       raise ValueError("bisect_grid and fitness_grid: must be >= 0")
     if self.members_per_call < 0 or self.memory_budget_gib < 0:
@@ -154,7 +166,7 @@ class PruneConfig:
 
 # Named budgets (``preset``): the library's; experiments/configs/prune.py only selects one.
 PRESETS: dict[str, dict] = {
-    "default": {},
+    "default": dict(seeds=3),
     # The README main job, sized for 2 CPU cores in a few minutes: 2 candidates per task in 2
     # rounds of 50 larger steps (τ must cross 0 from the init bias 0.1 within the budget, so the
     # learning-rate centre is 10x the paper's, and the size penalty 3x), a coarse between-round
@@ -166,7 +178,10 @@ PRESETS: dict[str, dict] = {
                   batch_pairs=4, mean_tokens=16384, random_circuits=2, chunk_steps=50, lr=3e-2,
                   k_coef=3e-4, fitness_rtol=0.15, bisect_grid=6, bisect_rtol=0.05,
                   edge_candidates=1, edge_rounds=1, edge_steps=100, edge_max_edges=8192,
-                  cleanup_rounds=1, cleanup_batch=8, cleanup_exhaustive=False),
+                  cleanup_rounds=1, cleanup_batch=8, cleanup_exhaustive=False,
+                  # the faithfulness suite without seed variance: two more prunings would take
+                  # the main job past its 10 minutes
+                  ood_pairs=48, seeds=1),
     # The paper's budget (paper-notes §3, prune_v4: 768 CARBS trials, 64 pairs per step, 48
     # epochs): 256 members per task in 8 rounds of PBT, 1536 steps of 64 pairs (48 epochs of 2048
     # training pairs), the edge search at a quarter of that, exhaustive clean-up. For an
@@ -174,7 +189,7 @@ PRESETS: dict[str, dict] = {
     "paper": dict(steps=1536, rounds=8, candidates=256, batch_pairs=64, train_pairs=2048,
                   val_pairs=256, test_pairs=512, chunk_steps=64, fitness_pairs=64,
                   edge_candidates=64, edge_rounds=4, edge_steps=768, cleanup_rounds=500,
-                  cleanup_batch=64, cleanup_exhaustive=True, random_circuits=10),
+                  cleanup_batch=64, cleanup_exhaustive=True, random_circuits=10, seeds=3),
 }
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from sparsejax.circuits import checks as checks_lib
 from sparsejax.circuits import edge_pruning
+from sparsejax.circuits import faithfulness
 from sparsejax.circuits import masks
 from sparsejax.circuits import report
 from sparsejax.circuits import search
@@ -248,11 +249,16 @@ class Pruner:
     t0 = time.time()
     circuits = self._report(groups, work, full)
     timing["checks_seconds"] = time.time() - t0
+    t0 = time.time()
+    suite = faithfulness.run(self, circuits, splits)
+    timing["faithfulness_seconds"] = time.time() - t0
     for name, c in circuits.items():
       self.progress(f"prune: {name}: {c.n_nodes} nodes, {c.n_edges} edges "
                     f"({c.n_essential_edges} essential), test loss {c.metrics['loss']:.3f}")
     summary = self._summary(circuits, unsolved, search={"strategy": cfg.search,
-                                                        "history": history}, timing=timing)
+                                                        "history": history}, timing=timing,
+                            faithfulness=suite)
+    faithfulness.summary_rows(summary, circuits)
     return PruneResult(circuits, unsolved, summary)
 
   # ---------------------------------------------------------------- stages
@@ -506,7 +512,8 @@ def write_outputs(result: PruneResult, out_dir: str) -> None:
 
 
 def format_summary(result: PruneResult) -> str:
-  return report.format_summary(result.summary)
+  table = faithfulness.format_table(result.summary)
+  return report.format_summary(result.summary) + (f"\n{table}" if table else "")
 
 
 def prune(run: TrainedRun | str, tasks="all", *, preset: str = "quick",

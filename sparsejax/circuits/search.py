@@ -364,8 +364,11 @@ class Searcher:
     ``search="pbt"``); the best member per task by the fitness, and its lineage (the member it
     continued in each round)."""
     cfg, T, N = self.cfg, groups.n_tasks, problem.n_units_max
+    # Member seeds (initial τ, batch order) follow the task and, when set, cfg.seed.
+    suffix = f"/{cfg.seed}" if cfg.seed else ""
     pop = population_lib.initial(problem.centres, problem.candidates, cfg.spread, cfg.seed,
-                                 [stable_seed(f"{problem.kind}/{n_}") for n_ in groups.names])
+                                 [stable_seed(f"{problem.kind}/{n_}{suffix}")
+                                  for n_ in groups.names])
     self.progress(f"prune: {problem.kind}: {T} tasks × {problem.candidates} candidates = "
                   f"{len(pop)} members, up to {N} units each, {problem.steps} steps × "
                   f"{cfg.batch_pairs} pairs in {problem.rounds} round(s), search: {cfg.search}")

@@ -15,6 +15,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from sparsejax.circuits import faithfulness
 from sparsejax.model.sites import PRUNE_SITES
 from sparsejax.utils.files import atomic_write
 
@@ -368,6 +369,7 @@ def task_page(circuit: dict, details: dict, description: str, head_dim: int | No
   body = (f"<header><a href=\"index.html\">← all tasks</a><h1>{html.escape(name)}</h1>"
           f"<div>{html.escape(description)}</div></header><main>"
           f"<h2>Numbers</h2><table class=\"metrics\">{table}</table>"
+          f"{faithfulness.panel_html(m.get('faithfulness'), html.escape)}"
           f"<h2>Pruning curve</h2>{curve}"
           f"<h2>Circuit</h2><div class=\"controls\"><label><input type=\"checkbox\" "
           f"id=\"all-edges\"{'' if ess else ' checked'}> {html.escape(toggle_label)}</label></div>"
@@ -399,7 +401,7 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
     rows.append(
         f"<tr><td class=\"name\"><a href=\"{html.escape(task_file(name))}\">{html.escape(name)}"
         f"</a></td><td>{int(r['nodes'])}</td><td>{int(r['edges'])}</td>"
-        f"<td>{r.get('essential_edges', r['edges'])}</td><td class=\"{cls(r['loss'])}\">"
+        f"<td>{int(r.get('essential_edges', r['edges']))}</td><td class=\"{cls(r['loss'])}\">"
         f"{_f(r['loss'])}</td><td class=\"{cls(ess.get('loss'))}\">{_f(ess.get('loss'))}"
         f"</td><td>{_f(r['loss_calibrated'])}</td><td>{_f(r['full_model_loss'])}</td>"
         f"<td>{_f(r['inverse_loss'])}</td><td>{_f(r['random_circuit_loss_mean'])}</td>"
@@ -418,11 +420,14 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
                                                                          float)]
     curve = ("<h2>Training curve</h2>" + svg_line_plot(
         [("train loss", "#2166ac", loss), ("held-out loss", "#b2182b", ev)], x_label="step"))
+  # Trivially solvable tasks are left out of the headline (sparsejax.circuits.faithfulness).
+  n_headline = len(summary["tasks"]) - len(summary.get("headline_excludes", ()))
   body = (f"<header><h1>sparsejax circuits</h1><div>{html.escape(run_info)}</div></header><main>"
           f"<h2>Circuits (target task loss {float(summary['config']['target_loss']):g})</h2>"
-          f"<p>Geometric mean over {len(summary['tasks'])} circuits of the edges (every nonzero "
+          f"<p>Geometric mean over {n_headline} circuits of the edges (every nonzero "
           f"weight between kept nodes, the paper's count): <b>{_f(gm, 1)}</b>; of the essential "
           f"edges: <b>{_f(gm_ess, 1)}</b></p>"
+          f"{faithfulness.index_html(summary, html.escape, task_file)}"
           f"<table><tr><th class=\"name\">task</th><th>nodes</th><th>edges</th><th>essential "
           f"edges</th><th>loss</th><th>loss, essential edges</th>"
           f"<th>calibrated</th><th>full model</th><th>inverse</th><th>random</th>"

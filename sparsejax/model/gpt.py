@@ -127,12 +127,25 @@ class Norm(nnx.Module):
     self.scale = nnx.Param(jnp.ones((d,), jnp.float32))
     self.bias = nnx.Param(jnp.zeros((d,), jnp.float32)) if (bias and not rms) else None
 
-  def __call__(self, x):
+  def normaliser(self, x):
+    """What x is divided by (float32, x's shape without the last axis): sqrt(mean(x²) + eps),
+    for LayerNorm of the centred x."""
     xf = x.astype(jnp.float32)
-    if self.rms:
+    if not self.rms:
+      xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
+    return jnp.sqrt(jnp.mean(xf * xf, axis=-1) + (_F32_EPS if self.rms else 1e-5))
+
+  def __call__(self, x, normaliser=None):
+    """The norm of x; a given ``normaliser`` (x's shape without the last axis) replaces the one
+    computed from x (a frozen norm: LayerNorm still centres x, a linear map)."""
+    xf = x.astype(jnp.float32)
+    if not self.rms:
+      xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
+    if normaliser is not None:
+      y = xf / normaliser.astype(jnp.float32)[..., None]
+    elif self.rms:
       y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + _F32_EPS)
     else:
-      xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
       y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + 1e-5)
     y = y * lead(self.scale[...], y.ndim)
     if self.bias is not None:
@@ -143,16 +156,38 @@ class Norm(nnx.Module):
 class _Context:
   """What a forward pass threads through the blocks: config, tape, AbsTopK, cat pos channels."""
 
-  def __init__(self, cfg: GPTConfig, tape: sites_lib.SiteTape, pos_TP, dtype):
+  def __init__(self, cfg: GPTConfig, tape: sites_lib.SiteTape, pos_TP, dtype,
+               frozen_norms: dict | None = None, norm_record: dict | None = None):
     self.cfg = cfg
     self.tape = tape
     self.pos_TP = pos_TP
     self.dtype = dtype
     self.attention = resolve_attention(cfg, dtype)
     self._loctypes = frozenset(cfg.loctypes)
+    self.frozen_norms = frozen_norms or {}  # norm name → normaliser (B, T) used instead
+    self.norm_record = norm_record  # norm name → normaliser (B, T), filled while tracing
+
+  @property
+  def plain(self) -> bool:
+    """Nothing is recorded or frozen per layer: blocks may be scanned, rematerialised, and the
+    last one trimmed to the scored positions."""
+    return not self.tape.capture and not self.frozen_norms and self.norm_record is None
 
   def with_tape(self, tape: sites_lib.SiteTape) -> "_Context":
-    return _Context(self.cfg, tape, self.pos_TP, self.dtype)
+    return _Context(self.cfg, tape, self.pos_TP, self.dtype, self.frozen_norms, self.norm_record)
+
+  def norm(self, norm: "Norm", x_BTD, name: str, query_B=None):
+    """``norm(x)``, with the frozen normaliser of ``name`` ("{L}.ln_1", "{L}.ln_2", "ln_f") if
+    one is given (at ``query_B`` when x holds one position per sequence), recording the
+    normaliser when asked."""
+    frozen = self.frozen_norms.get(name)
+    if frozen is None:
+      if self.norm_record is not None:
+        self.norm_record[name] = norm.normaliser(x_BTD)
+      return norm(x_BTD)
+    if query_B is not None and frozen.ndim == x_BTD.ndim - 1 and x_BTD.shape[-2] == 1:
+      frozen = jnp.take_along_axis(frozen, query_B[:, None], axis=-1)
+    return norm(x_BTD, frozen)
 
   def sparsify(self, x, loctype: str):
     """AbsTopK at an official location, if configured."""
@@ -324,14 +359,14 @@ class Block(nnx.Module):
     cfg, tape = ctx.cfg, ctx.tape
     if which == 0:
       x_BTD = tape(f"{layer}.resid_in", x_BTD)
-      h = ctx.with_pos(self.ln_1(x_BTD), self.ln_p1)
+      h = ctx.with_pos(ctx.norm(self.ln_1, x_BTD, f"{layer}.ln_1"), self.ln_p1)
       delta = tape(f"{layer}.attn.resid_delta", self.attn(h, ctx, layer, query_B))
       if query_B is not None:
         x_BTD = jnp.take_along_axis(x_BTD, query_B[:, None, None], axis=1)
       post = "resid_post_attn"
     else:
       x_BTD = tape(f"{layer}.resid_mid", x_BTD)
-      h = ctx.with_pos(self.ln_2(x_BTD), self.ln_p2, query_B)
+      h = ctx.with_pos(ctx.norm(self.ln_2, x_BTD, f"{layer}.ln_2", query_B), self.ln_p2, query_B)
       delta = tape(f"{layer}.mlp.resid_delta", self.mlp(h, ctx, layer))
       post = "resid_post_mlp"
     x_BTD = x_BTD + delta
@@ -386,21 +421,34 @@ class GPT(nnx.Module):
     return 2 * self.config.n_layer
 
   def __call__(self, tokens_BT, *, interventions: sites_lib.Interventions | None = None,
-               positions_B=None, final_rms_B=None):
+               positions_B=None, final_rms_B=None, frozen_norms: dict | None = None):
     """Logits (B, T, V) in float32, with optional interventions at any sites.
 
     With ``positions_B`` (int, one per sequence) only the logits at those positions are computed:
     (B, V). The unembedding is then applied to B vectors instead of B * T. ``final_rms_B`` (with
     positions_B, RMSNorm models) freezes ln_f's normaliser to given values, e.g. the unpruned
-    model's, instead of recomputing it from the (intervened) residual stream.
+    model's, instead of recomputing it from the (intervened) residual stream. ``frozen_norms``
+    ({"{L}.ln_1" | "{L}.ln_2" | "ln_f": normaliser (B, T)}, e.g. :meth:`norm_scales` of the
+    unpruned model) does the same for any norm at every position (RMSNorm or LayerNorm).
     """
     logits, _ = self.run_with_cache(tokens_BT, (), interventions=interventions,
-                                    positions_B=positions_B, final_rms_B=final_rms_B)
+                                    positions_B=positions_B, final_rms_B=final_rms_B,
+                                    frozen_norms=frozen_norms)
     return logits
+
+  def norm_scales(self, tokens_BT, *, interventions: sites_lib.Interventions | None = None):
+    """{"{L}.ln_1", "{L}.ln_2", "ln_f": normaliser (B, T) float32} of every norm on the residual
+    stream in this forward pass: what ``frozen_norms`` takes."""
+    record: dict = {}
+    tape = sites_lib.SiteTape(self.config, (), interventions)
+    ctx = self._context(tokens_BT, tape, norm_record=record)
+    x = self._run(self._embed(tokens_BT), ctx, 0, self.num_sublayers)
+    self._head(x, tokens_BT, ctx)
+    return record
 
   def run_with_cache(self, tokens_BT, names: Iterable[str] | str | None = None, *,
                      interventions: sites_lib.Interventions | None = None, positions_B=None,
-                     final_rms_B=None):
+                     final_rms_B=None, frozen_norms: dict | None = None):
     """Returns (logits, {name: activation}) for the requested sites (None: every site, attention
     patterns included, under the official names).
 
@@ -413,9 +461,9 @@ class GPT(nnx.Module):
     elif isinstance(names, str):
       names = [names]
     tape = sites_lib.SiteTape(self.config, names, interventions)
-    ctx = self._context(tokens_BT, tape)
+    ctx = self._context(tokens_BT, tape, frozen_norms=frozen_norms)
     x = self._embed(tokens_BT)
-    if positions_B is not None and self._can_trim_last_block(tape):
+    if positions_B is not None and self._can_trim_last_block(ctx):
       # Only the scored positions leave the last block: its MLP, output projection and queries
       # run on B positions instead of B * T (keys and values still cover every position).
       x = self._run(x, ctx, 0, self.num_sublayers - 2)
@@ -453,13 +501,13 @@ class GPT(nnx.Module):
     if not 0 <= sublayer <= self.num_sublayers:
       raise ValueError(f"sublayer must be in [0, {self.num_sublayers}], got {sublayer}")
 
-  def _context(self, tokens_BT, tape):
+  def _context(self, tokens_BT, tape, frozen_norms=None, norm_record=None):
     cfg = self.config
     T = tokens_BT.shape[-1]
     if T > cfg.block_size:
       raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
     pos_TP = self.wpe[...][:T] if cfg.cat_pos_emb else None
-    return _Context(cfg, tape, pos_TP, self.compute_dtype)
+    return _Context(cfg, tape, pos_TP, self.compute_dtype, frozen_norms, norm_record)
 
   def _embed(self, tokens_BT):
     cfg = self.config
@@ -468,17 +516,18 @@ class GPT(nnx.Module):
       x = x + lead(self.wpe[...][: tokens_BT.shape[-1]], x.ndim)
     return constrain_batch(x.astype(self.compute_dtype))
 
-  def _can_trim_last_block(self, tape: sites_lib.SiteTape) -> bool:
+  def _can_trim_last_block(self, ctx: _Context) -> bool:
     """The last block may run at the scored positions only when nothing is recorded and every
     intervention is per-channel (no position axis to line up)."""
-    return not tape.capture and all(
+    tape = ctx.tape
+    return not tape.capture and ctx.norm_record is None and all(
         jnp.ndim(iv.mask) <= 1 and jnp.ndim(iv.value) <= 1 for iv in tape.interventions.values())
 
   def _run(self, x_BTD, ctx: _Context, start: int, stop: int):
     """Sublayers [start, stop): whole blocks as one scan when configured (and nothing is
     recorded), the rest one by one."""
     first, last = -(-start // 2), stop // 2  # the whole blocks inside the range
-    if self.config.scan_layers and not ctx.tape.capture and last - first >= 2:
+    if self.config.scan_layers and ctx.plain and last - first >= 2:
       per_layer = self._stacked_interventions(ctx.tape, first, last)
       if per_layer is not None:
         x_BTD = self._run_loop(x_BTD, ctx, start, 2 * first)
@@ -491,7 +540,7 @@ class GPT(nnx.Module):
     (never when activations are recorded: they would be tracers of the rematerialised trace)."""
     fn = lambda x: constrain_batch(block.sublayer(which, x, ctx, layer))
     cfg = self.config
-    if cfg.grad_checkpointing and cfg.remat_policy != "none" and not ctx.tape.capture:
+    if cfg.grad_checkpointing and cfg.remat_policy != "none" and ctx.plain:
       return jax.checkpoint(fn, policy=remat_policy(cfg.remat_policy))
     return fn
 
@@ -548,7 +597,10 @@ class GPT(nnx.Module):
       h = (x_BTD.astype(jnp.float32) / final_rms_B[:, None]
            * self.ln_f.scale[...][None, :]).astype(x_BTD.dtype)
     else:
-      h = self.ln_f(x_BTD)
+      frozen = ctx.frozen_norms.get("ln_f")
+      if frozen is not None and positions_B is not None and frozen.ndim == 2:
+        frozen = jnp.take_along_axis(frozen, positions_B[:, None], axis=1)[:, 0]
+      h = ctx.norm(self.ln_f, x_BTD, "ln_f") if frozen is None else self.ln_f(x_BTD, frozen)
     if self.lm_head is None:
       logits = h @ self.wte[...].astype(h.dtype).T
     else:
