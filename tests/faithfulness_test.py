@@ -276,8 +276,8 @@ def test_ood_figures_come_from_the_ood_pairs_and_flag_a_circuit_that_fails_there
                                        {n: ood for n in masks} | {"other": "no ood pairs"},
                                        SETTINGS, {"exp": 0.1, "half": 0.1})
   q = model.margins_queue()
-  t = [q.add(ood, np.ones(layout.n_nodes, np.float32), None), q.add(ood, masks["exp"], None),
-       q.add(ood, masks["half"], None)]
+  for m in (np.ones(layout.n_nodes, np.float32), masks["exp"], masks["half"]):
+    q.add(ood, m, None)
   full, exp, half_loss = [numpy_loss(z) for z in q.run()]
   assert full <= SETTINGS.target_loss < half_loss
   assert res["exp"]["ood"] == {"loss": pytest.approx(exp), "full_model_loss": pytest.approx(full),
