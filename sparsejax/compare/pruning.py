@@ -127,6 +127,14 @@ def discretize_at_targets(pruner: prune_run.Pruner, taus: dict, targets, *,
   return out
 
 
+def _at_primary(c) -> dict:
+  """The sweep's entry at the primary target: the pipeline's circuit, bisected from the same τ
+  with the same settings as the other targets."""
+  m = c.metrics
+  return {"k": c.info["k"], "nodes": c.n_nodes, "edges": c.n_edges, "loss_val": m["loss_val"],
+          "loss_test": m["loss"], "random_loss_mean": m.get("random_circuit_loss_mean")}
+
+
 def _primary(c) -> dict:
   m = c.metrics
   ctrl = m.get("control") or {}
@@ -176,10 +184,13 @@ def prune_member(workdir: str, step: int, names: list[str], cfg: prune.PruneConf
     prune_run.write_outputs(result, prune_dir)
     progress(prune_run.format_summary(result))
     taus = {name: calls[-1][c.info["member"]] for name, c in result.circuits.items()}
-    sweep = discretize_at_targets(pruner, taus, targets, progress=progress)
+    others = [t for t in targets if t != cfg.target_loss]
+    sweep = discretize_at_targets(pruner, taus, others, progress=progress)
+    for name, c in result.circuits.items():  # the pipeline's own bisection at its target
+      sweep[name][cfg.target_loss] = _at_primary(c)
     rec = {"api": API, "step": run.step, "config": dataclasses.asdict(cfg), "targets": targets,
            "tasks": {name: {"primary": _primary(c),
-                            "sweep": {str(t): v for t, v in sweep[name].items()}}
+                            "sweep": {str(t): sweep[name][t] for t in targets}}
                      for name, c in result.circuits.items()},
            "unsolved": result.unsolved}
     atomic_write_json(path, rec, indent=2)
