@@ -9,6 +9,7 @@ Writes OUT/final_model.pt (torch's zip format, written without torch; loads with
 lives in ``sparsejax.interop.run_io``.
 """
 
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

@@ -9,6 +9,7 @@ matrix's weight density; the run then works with eval_tasks.py, prune.py, view.p
 ``sparsejax.train.runs.load_run``. The logic lives in ``sparsejax.interop.run_io``.
 """
 
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

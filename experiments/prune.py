@@ -8,6 +8,7 @@ in ``sparsejax.prune_run``.
 """
 
 import os
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 
@@ -32,17 +33,20 @@ flags.mark_flags_as_required(["workdir"])
 def main():
   from sparsejax.circuits import prune
   from sparsejax.circuits import prune_run
+  from sparsejax.pipeline import check_task_names
   from sparsejax.train import run_config
   from sparsejax.tasks import generators as tasks
   from sparsejax.train.runs import load_run
+  from sparsejax.utils.files import check_writable_dir
   values = _CONFIG.value.to_dict()
   if _TARGET.value is not None:
     values["target_loss"] = _TARGET.value
   cfg = run_config.build(prune.PruneConfig, values, "config")
-  names = tasks.resolve_names(_TASKS.value)
+  names = check_task_names(tasks.resolve_names(_TASKS.value))
   run = load_run(_WORKDIR.value)
   run.require_tokenizer("pruning")  # a run imported on token ids stops here, in one line
   out = _OUT.value or os.path.join(_WORKDIR.value, "prune")
+  check_writable_dir(out, "--out")  # before the pruning work, not after it
   progress = lambda line: print(line, flush=True)
   progress(f"prune: run {run.workdir} at step {run.step}; {len(names)} tasks; target loss "
            f"{cfg.target_loss}")

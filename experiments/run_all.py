@@ -8,6 +8,7 @@ Each stage resumes: rerunning skips finished training and reuses cached node mea
 """
 
 import os
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(CONFIGS / "tiny.py"), "T
 _PRUNE = config_flags.DEFINE_config_file("prune_config", f"{CONFIGS / 'prune.py'}:quick",
                                          "Pruning config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tiny", "Run directory.")
-_PAIRS = flags.DEFINE_integer("eval_pairs", 200, "Test pairs per task for the task table.")
+_PAIRS = flags.DEFINE_integer("eval_pairs", 200, "Test pairs per task for the task table.",
+                              lower_bound=1)
 
 
 def main():
@@ -35,6 +37,7 @@ def main():
   from sparsejax.tasks import generators as tasks
   from sparsejax.train import loop as trainer
   from sparsejax.train.runs import load_run
+  from sparsejax.utils.errors import UserError
   progress = lambda line: print(line, flush=True)
   start = time.time()
   stage = lambda name: progress(f"== {name} ({time.time() - start:.0f}s elapsed)")
@@ -47,6 +50,9 @@ def main():
   results = pipeline.evaluate_tasks(workdir, list(tasks.TASK_NAMES), pairs=_PAIRS.value,
                                     target_loss=prune_cfg.target_loss, progress=progress)
   solved = [n for n, r in results.items() if r["loss"] <= prune_cfg.target_loss]
+  if not solved:
+    raise UserError(f"no task reaches the target loss {prune_cfg.target_loss}: nothing to prune "
+                    "(train longer, e.g. --config.train.steps, on another --workdir)")
   stage(f"3/4 prune the {len(solved)} solved tasks")
   result = prune_run.Pruner(load_run(workdir), prune_cfg, progress).prune_tasks(solved)
   prune_dir = os.path.join(workdir, "prune")

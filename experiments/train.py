@@ -7,6 +7,7 @@
 Running it again on the same workdir resumes from the latest checkpoint.
 """
 
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

@@ -4,6 +4,7 @@
 """
 
 import os
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 
@@ -20,10 +21,11 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main():
-  from sparsejax.pipeline import build_viewer
+  from sparsejax.pipeline import build_viewer, read_summary
+  from sparsejax.utils.files import check_writable_dir
   prune_dir = _PRUNE_DIR.value or os.path.join(_WORKDIR.value, "prune")
-  if not os.path.exists(os.path.join(prune_dir, "summary.json")):
-    raise OSError(f"{prune_dir} has no summary.json: run experiments/prune.py first")
+  read_summary(prune_dir)  # no summary (or a bad one): say so before loading the model
+  check_writable_dir(_OUT.value or os.path.join(prune_dir, "viewer"), "--out")
   index = build_viewer(_WORKDIR.value, prune_dir, _OUT.value,
                        progress=lambda line: print(line, flush=True))
   print(f"viewer: {os.path.abspath(index)}")

@@ -6,6 +6,7 @@ A reimplementation of Gao et al. 2025, "Weight-sparse transformers have interpre
 __version__ = "0.1.0"
 
 from sparsejax.utils.errors import ConfigError
+from sparsejax.utils.errors import UserError
 from sparsejax.model.config import GPTConfig
 from sparsejax.model.config import load_beeg_config
 from sparsejax.model.config import save_beeg_config

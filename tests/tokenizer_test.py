@@ -4,6 +4,7 @@ import pytest
 
 from sparsejax.data import corpus
 from sparsejax.data import tokenizer as tok_lib
+from sparsejax.utils.errors import FileFormatError, UserError
 
 TEXTS = [
     "def f(x, y=None):\n    return x\n",
@@ -73,8 +74,22 @@ def test_load_official_format_files(bpe, tmp_path):
 
 
 def test_missing_official_files_is_a_clear_error(tmp_path):
-  with pytest.raises(FileNotFoundError, match="encoder.json not found"):
+  with pytest.raises(UserError, match="encoder.json not found"):
     tok_lib.load_tinypython(str(tmp_path))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2, 3]", r"expected a tokenizer\.json .*, got a JSON list"),
+    ('{"a": 1}', r"expected a tokenizer\.json .*, got an object without a \"model\""),
+    ('{"model": {"type": "nonsense"}}', "not a tokenizer the tokenizers library can read"),
+    ("{not json", r"not valid JSON \(line 1 column 2"),
+    (b"\xff\xfe", r"not valid JSON \(not UTF-8 text\)"),
+])
+def test_a_file_that_is_not_a_tokenizer_is_named(tmp_path, content, message):
+  path = tmp_path / "tokenizer.json"
+  path.write_bytes(content if isinstance(content, bytes) else content.encode())
+  with pytest.raises(FileFormatError, match=rf"^{path}: .*{message}"):
+    tok_lib.load_tokenizer(str(path))
 
 
 def test_too_little_text_for_the_vocabulary():

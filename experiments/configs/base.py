@@ -12,6 +12,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from sparsejax.train.run_config import SECTIONS
+from sparsejax.utils.errors import ConfigError
 
 
 def _field_value(cls, f):
@@ -36,6 +37,6 @@ def update(cfg: ml_collections.ConfigDict, **sections) -> ml_collections.ConfigD
   for name, values in sections.items():
     for key, value in values.items():
       if key not in cfg[name]:
-        raise KeyError(f"{name}.{key} is not a config field")
+        raise ConfigError(f"{name}.{key} is not a config field")
       cfg[name][key] = value
   return cfg

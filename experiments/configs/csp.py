@@ -21,6 +21,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from base import base_config, update  # noqa: E402
 
+from sparsejax.utils.errors import ConfigError  # noqa: E402
+
 ALL_SITES = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 BATCH, N_CTX = 512, 256
 
@@ -37,13 +39,16 @@ def parse_variant(arg: str) -> dict:
     elif "=" in part:
       key, value = part.split("=", 1)
       if key not in opts or key in ("e", "dense"):
-        raise ValueError(f"csp.py: unknown variant key {key!r}; valid: pfrac, afrac, "
-                         "anneal_end, tokens, data_tokens")
-      opts[key] = None if value.lower() == "none" else float(value)
+        raise ConfigError(f"csp.py: unknown variant key {key!r}; valid: pfrac, afrac, "
+                          "anneal_end, tokens, data_tokens")
+      try:
+        opts[key] = None if value.lower() == "none" else float(value)
+      except ValueError:
+        raise ConfigError(f"csp.py: variant {key}={value!r} is not a number") from None
     else:
-      raise ValueError(f"csp.py: cannot parse variant part {part!r} (e.g. '4x,pfrac=0.5')")
+      raise ConfigError(f"csp.py: cannot parse variant part {part!r} (e.g. '4x,pfrac=0.5')")
   if opts["e"] not in (1, 2, 4, 8, 16):
-    raise ValueError(f"csp.py: expansion factor must be 1, 2, 4, 8 or 16, got {opts['e']}")
+    raise ConfigError(f"csp.py: expansion factor must be 1, 2, 4, 8 or 16, got {opts['e']}")
   return opts
 
 

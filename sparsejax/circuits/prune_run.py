@@ -28,7 +28,8 @@ from sparsejax.tasks.batch import TaskBatch, encode_pairs
 from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
 from sparsejax.model.gpt import merge, rms
 from sparsejax.train.runs import TrainedRun
-from sparsejax.utils.files import atomic_save_npy, atomic_write_json
+from sparsejax.utils.errors import ConfigError, PathError
+from sparsejax.utils.files import atomic_save_npy, atomic_write_json, remove_stale_files
 
 
 def _stable_seed(name: str) -> int:
@@ -101,7 +102,7 @@ class Pruner:
     self.run, self.cfg, self.progress = run, cfg, progress
     self.model_cfg = run.config.model
     if cfg.freeze_final_norm and not self.model_cfg.rms_norm:
-      raise ValueError("freeze_final_norm: needs an RMSNorm model")
+      raise ConfigError("freeze_final_norm: needs an RMSNorm model")
     self.layout = prune.NodeLayout.for_model(self.model_cfg)
     self.params = jax.device_put(run.params)
     self.buffers = jax.device_put(run.buffers)
@@ -152,8 +153,12 @@ class Pruner:
     means = prune.node_means(run.graphdef, self.params, self.buffers, self.layout, batches)
     self.progress(f"prune: node means over {sum(b.size for b in batches):,} held-out tokens "
                   f"({time.time() - t0:.1f}s), cached in {path}")
-    os.makedirs(cache_dir, exist_ok=True)
-    atomic_save_npy(path, means)
+    try:
+      os.makedirs(cache_dir, exist_ok=True)
+      atomic_save_npy(path, means)
+    except (OSError, PathError) as e:  # a read-only run: pruning it does not need the cache
+      reason = getattr(e, "strerror", None) or e
+      self.progress(f"prune: node means not cached ({path}: {reason})")
     return means
 
   def _with_rms(self, arrays: dict) -> dict:
@@ -390,10 +395,14 @@ def _fit_calibration(diffs, steps):
 
 
 def write_outputs(result: PruneResult, out_dir: str) -> None:
-  """OUT/circuits/<task>.json and OUT/summary.json (atomic writes)."""
-  os.makedirs(os.path.join(out_dir, "circuits"), exist_ok=True)
+  """OUT/circuits/<task>.json and OUT/summary.json (atomic writes). Circuits of an earlier run
+  that this one did not produce are removed: OUT describes this run only. The summary is written
+  last; it lists the circuits that belong to it."""
+  circuits_dir = os.path.join(out_dir, "circuits")
+  os.makedirs(circuits_dir, exist_ok=True)
   for name, c in result.circuits.items():
-    c.save(os.path.join(out_dir, "circuits", f"{name}.json"))
+    c.save(os.path.join(circuits_dir, f"{name}.json"))
+  remove_stale_files(circuits_dir, {f"{name}.json" for name in result.circuits}, "*.json")
   path = os.path.join(out_dir, "summary.json")
   atomic_write_json(path, result.summary, indent=2,
                     default=lambda x: x.item() if hasattr(x, "item") else str(x))

@@ -236,7 +236,8 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
     cls = "good" if r["loss"] <= summary["config"]["target_loss"] else "bad"
     rows.append(
         f"<tr><td class=\"name\"><a href=\"{html.escape(task_file(name))}\">{html.escape(name)}"
-        f"</a></td><td>{r['nodes']}</td><td>{r['edges']}</td><td class=\"{cls}\">{_f(r['loss'])}"
+        f"</a></td><td>{int(r['nodes'])}</td><td>{int(r['edges'])}</td>"
+        f"<td class=\"{cls}\">{_f(r['loss'])}"
         f"</td><td>{_f(r['loss_calibrated'])}</td><td>{_f(r['full_model_loss'])}</td>"
         f"<td>{_f(r['inverse_loss'])}</td><td>{_f(r['random_circuit_loss_mean'])}</td>"
         f"<td>{html.escape(ctrl_s)}</td><td class=\"name muted\">"
@@ -254,7 +255,7 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
     curve = ("<h2>Training curve</h2>" + svg_line_plot(
         [("train loss", "#2166ac", loss), ("held-out loss", "#b2182b", ev)], x_label="step"))
   body = (f"<header><h1>sparsejax circuits</h1><div>{html.escape(run_info)}</div></header><main>"
-          f"<h2>Circuits (target task loss {summary['config']['target_loss']})</h2>"
+          f"<h2>Circuits (target task loss {float(summary['config']['target_loss']):g})</h2>"
           f"<table><tr><th class=\"name\">task</th><th>nodes</th><th>edges</th><th>loss</th>"
           f"<th>calibrated</th><th>full model</th><th>inverse</th><th>random</th>"
           f"<th>shuffled-label control (train / test)</th><th class=\"name\">what it tests</th>"

@@ -11,13 +11,18 @@ Each source gets its own shard with as many tokens as its mixing weight asks for
 draws windows uniformly over all tokens, so batches follow the mix. The batch for step s is a pure
 function of (seed, s, process index): resuming needs only the step and every host reads its own rows.
 The manifest is written last: a directory without one is an unfinished build and is rebuilt.
+
+Finite sources (Python trees, user files) are scanned once before anything is built: the usable
+documents are counted, what was skipped is reported with the reason, and the held-out split is
+planned. A document is held out when its content hash is 0 mod 50; a source where that picks
+none still gets one held-out document (the one with the smallest hash), and a source that is a
+single document holds out its last tenth (by lines), so a small user corpus is always usable.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Callable, Iterable, Iterator
 
@@ -27,7 +32,8 @@ from sparsejax.data import corpus
 from sparsejax.data import sources
 from sparsejax.data import tokenizer as tok_lib
 from sparsejax.data.tokenizer import Tokenizer
-from sparsejax.utils.files import atomic_write_json, temp_path
+from sparsejax.utils.errors import ConfigError, FileFormatError, PathError, os_reason
+from sparsejax.utils.files import atomic_write_json, read_json, temp_path
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -64,18 +70,18 @@ class DataConfig:
 
   def __post_init__(self):
     if self.tokenizer not in TOKENIZERS:
-      raise ValueError(f"tokenizer: must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+      raise ConfigError(f"tokenizer: must be one of {TOKENIZERS}, got {self.tokenizer!r}")
     if self.tokenizer in ("tinypython", "file") and not self.tokenizer_path:
-      raise ValueError(f"tokenizer_path: required for tokenizer={self.tokenizer!r}")
+      raise ConfigError(f"tokenizer_path: required for tokenizer={self.tokenizer!r}")
     if self.train_tokens < 1 or self.eval_tokens < 1:
-      raise ValueError("train_tokens: train_tokens and eval_tokens must be >= 1")
+      raise ConfigError("train_tokens: train_tokens and eval_tokens must be >= 1")
     weights = (self.builtin_weight, self.python_weight, self.files_weight)
     if min(weights) < 0 or sum(weights) <= 0:
-      raise ValueError("builtin_weight: source weights must be >= 0 with a positive sum")
+      raise ConfigError("builtin_weight: source weights must be >= 0 with a positive sum")
     if self.files_weight > 0 and not self.files.strip():
-      raise ValueError("files: files_weight > 0 needs at least one path in data.files")
+      raise ConfigError("files: files_weight > 0 needs at least one path in data.files")
     if self.bpe_vocab_size < 258:
-      raise ValueError(f"bpe_vocab_size: must be >= 258, got {self.bpe_vocab_size}")
+      raise ConfigError(f"bpe_vocab_size: must be >= 258, got {self.bpe_vocab_size}")
 
 
 def token_dtype(vocab_size: int):
@@ -92,22 +98,27 @@ def write_tokens(path: str, documents: Iterable[str], tokenizer: Tokenizer, n_to
   dtype = token_dtype(tokenizer.vocab_size)
   written = docs_used = 0
   tmp = temp_path(path)
-  with open(tmp, "wb") as f:
-    batch: list[str] = []
-    it = iter(documents)
-    while written < n_tokens:
-      batch = [doc for _, doc in zip(range(chunk_docs), it)]
-      if not batch:
-        break
-      for ids in tokenizer.encode_batch(batch):
-        ids.append(tokenizer.eot_id)
-        take = min(len(ids), n_tokens - written)
-        f.write(np.asarray(ids[:take], dtype).tobytes())
-        written += take
-        docs_used += 1
-        if written == n_tokens:
+  try:
+    with open(tmp, "wb") as f:
+      it = iter(documents)
+      while written < n_tokens:
+        batch = [doc for _, doc in zip(range(chunk_docs), it)]
+        if not batch:
           break
-  os.replace(tmp, path)
+        for ids in tokenizer.encode_batch(batch):
+          ids.append(tokenizer.eot_id)
+          take = min(len(ids), n_tokens - written)
+          f.write(np.asarray(ids[:take], dtype).tobytes())
+          written += take
+          docs_used += 1
+          if written == n_tokens:
+            break
+    os.replace(tmp, path)
+  except OSError as e:
+    raise PathError(f"{path} could not be written ({os_reason(e)})") from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return written, docs_used
 
 
@@ -120,23 +131,82 @@ class Dataset:
   manifest: dict
 
 
-def _split(docs: Iterable[str], held_out: bool) -> Iterator[str]:
-  """Deterministic train / held-out split of a finite source by content hash."""
+def _doc_hash(doc: str) -> int:
+  return int.from_bytes(hashlib.sha256(doc.encode("utf-8", "replace")).digest()[:4], "little")
+
+
+@dataclasses.dataclass
+class SourcePlan:
+  """What a scan of a finite source found, and how its documents split into train / held-out."""
+
+  documents: int  # usable documents
+  held_out: int  # of which held out
+  stats: sources.SourceStats  # files read and what was skipped, and why
+  extra_held_out: int | None = None  # hash of a document held out because the 1-in-50 rule
+  #                                    picked none
+  split_lone: bool = False  # one document: its last tenth (by lines) is the held-out split
+
+  def describe(self, name: str) -> str:
+    held = ("the last tenth of the one document is held out" if self.split_lone
+            else f"{self.held_out} held out")
+    return (f"data: {name}: {self.documents:,} usable document{'' if self.documents == 1 else 's'}"
+            f" from {self.stats.files:,} file{'' if self.stats.files == 1 else 's'} ({held}); "
+            f"skipped: {self.stats.describe_skipped()}")
+
+
+def plan_source(name: str, cfg) -> SourcePlan:
+  """Scans a finite source once: usable documents, skips, and the held-out plan."""
+  stats = sources.SourceStats()
+  hashes = [_doc_hash(d) for d in _raw_documents(name, cfg, stats)]
+  if not hashes:
+    where = {"python": cfg.python_dirs or "the standard library", "files": cfg.files}[name]
+    raise sources.CorpusError(sources.describe_empty(
+        {"python": "python_dirs", "files": "files"}[name], stats, f" in {where}"))
+  held = sum(h % EVAL_EVERY == 0 for h in hashes)
+  plan = SourcePlan(len(hashes), held, stats)
+  if len(hashes) == 1:
+    plan.split_lone, plan.held_out = True, 0
+  elif held == 0:
+    plan.extra_held_out, plan.held_out = min(hashes), 1
+  return plan
+
+
+def _cut_lone(doc: str) -> tuple[str, str]:
+  """(train part, held-out part) of a source's only document: its last tenth by lines (by
+  characters when it is one line), each part non-empty."""
+  lines = doc.splitlines(keepends=True)
+  if len(lines) >= 2:
+    k = len(lines) - max(1, len(lines) // 10)
+    return "".join(lines[:k]), "".join(lines[k:])
+  k = len(doc) - max(1, len(doc) // 10)
+  return doc[:k], doc[k:]
+
+
+def _split(docs: Iterable[str], held_out: bool, plan: SourcePlan) -> Iterator[str]:
+  """Deterministic train / held-out split of a finite source by content hash (see the module
+  docstring)."""
   for d in docs:
-    h = int.from_bytes(hashlib.sha256(d.encode("utf-8", "replace")).digest()[:4], "little")
-    if (h % EVAL_EVERY == 0) == held_out:
+    if plan.split_lone:
+      yield _cut_lone(d)[1 if held_out else 0]
+      continue
+    h = _doc_hash(d)
+    if (h % EVAL_EVERY == 0 or h == plan.extra_held_out) == held_out:
       yield d
 
 
-def _source_documents(name: str, cfg, stats: sources.SourceStats, held_out: bool):
+def _raw_documents(name: str, cfg, stats: sources.SourceStats) -> Iterator[str]:
+  if name == "python":
+    return sources.python_files(_paths(cfg.python_dirs) or sources.default_python_dirs(), stats)
+  if name == "files":
+    return sources.user_files(_paths(cfg.files), stats)
+  raise ValueError(f"unknown source {name!r}")
+
+
+def _source_documents(name: str, cfg, stats: sources.SourceStats, held_out: bool,
+                      plans: dict[str, SourcePlan]):
   if name == "builtin":
     return corpus.iter_documents(cfg.seed, start=EVAL_DOC_OFFSET if held_out else 0)
-  if name == "python":
-    dirs = _paths(cfg.python_dirs) or sources.default_python_dirs()
-    return _split(sources.python_files(dirs, stats), held_out)
-  if name == "files":
-    return _split(sources.user_files(_paths(cfg.files), stats), held_out)
-  raise ValueError(f"unknown source {name!r}")
+  return _split(_raw_documents(name, cfg, stats), held_out, plans[name])
 
 
 def _paths(csv: str) -> list[str]:
@@ -151,28 +221,44 @@ def source_weights(cfg) -> dict[str, float]:
   return {k: v / total for k, v in weights.items()}
 
 
-def _tokenizer_texts(cfg, weights: dict[str, float]) -> Iterator[str]:
-  """Training text for the BPE: documents from each source in proportion to its weight."""
+def _tokenizer_texts(cfg, weights: dict[str, float], plans: dict[str, SourcePlan],
+                     count: list[int]) -> Iterator[str]:
+  """Training text for the BPE: documents from each source in proportion to its weight. ``count``
+  accumulates [documents, characters] for the error message of a corpus too small."""
   for name, w in weights.items():
     budget = int(w * cfg.tokenizer_train_chars)
     used = 0
-    for doc in _source_documents(name, cfg, sources.SourceStats(), held_out=False):
+    for doc in _source_documents(name, cfg, sources.SourceStats(), False, plans):
       yield doc
       used += len(doc)
+      count[0] += 1
+      count[1] += len(doc)
       if used >= budget:
         break
 
 
-def make_tokenizer(cfg, weights: dict[str, float]) -> Tokenizer:
+def make_tokenizer(cfg, weights: dict[str, float],
+                   plans: dict[str, SourcePlan] | None = None) -> Tokenizer:
   if cfg.tokenizer == "bytes":
     return tok_lib.ByteTokenizer()
   if cfg.tokenizer == "bpe":
-    return tok_lib.train_bpe(_tokenizer_texts(cfg, weights), cfg.bpe_vocab_size)
+    plans = plans if plans is not None else {n: plan_source(n, cfg) for n in weights
+                                             if n != "builtin"}
+    count = [0, 0]
+    try:
+      return tok_lib.train_bpe(_tokenizer_texts(cfg, weights, plans, count), cfg.bpe_vocab_size)
+    except tok_lib.TokenizerError as e:
+      raise sources.CorpusError(
+          f"data.bpe_vocab_size: the corpus text ({count[1]:,} characters in {count[0]:,} "
+          f"document{'' if count[0] == 1 else 's'}) supports only {e.learned + 1} BPE tokens, "
+          f"{cfg.bpe_vocab_size} were requested; add text (data.files, data.builtin_weight), "
+          "lower data.bpe_vocab_size and model.vocab_size together, or use "
+          "data.tokenizer=bytes") from None
   if cfg.tokenizer == "tinypython":
     return tok_lib.load_tinypython(cfg.tokenizer_path)
   if cfg.tokenizer == "file":
     return tok_lib.load_tokenizer(cfg.tokenizer_path)
-  raise ValueError(f"data.tokenizer: unknown tokenizer {cfg.tokenizer!r}")
+  raise ConfigError(f"data.tokenizer: unknown tokenizer {cfg.tokenizer!r}")
 
 
 def check_sources(cfg) -> None:
@@ -190,15 +276,32 @@ def check_sources(cfg) -> None:
                               f"{cfg.tokenizer_path}")
 
 
+def built_with(directory: str, cfg) -> bool:
+  """Whether ``directory`` holds a dataset built from DataConfig ``cfg``."""
+  try:
+    manifest = read_json(os.path.join(directory, MANIFEST), "a data manifest")
+  except (FileFormatError, PathError, FileNotFoundError):
+    return False
+  return isinstance(manifest, dict) and manifest.get("config") == dataclasses.asdict(cfg)
+
+
 def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dataset:
   """Builds the dataset of ``cfg`` (a DataConfig) in ``directory``, or loads it if already built."""
   manifest_path = os.path.join(directory, MANIFEST)
   if os.path.exists(manifest_path):
     return load(directory, expected_config=dataclasses.asdict(cfg))
   check_sources(cfg)
-  os.makedirs(directory, exist_ok=True)
   weights = source_weights(cfg)
-  tokenizer = make_tokenizer(cfg, weights)
+  plans = {}
+  for name in weights:
+    if name != "builtin":  # before anything is written: an unusable corpus fails here
+      plans[name] = plan_source(name, cfg)
+      progress(plans[name].describe(name))
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as e:
+    raise PathError(f"{directory} cannot be created ({os_reason(e)})") from None
+  tokenizer = make_tokenizer(cfg, weights, plans)
   tokenizer.save(os.path.join(directory, TOKENIZER_FILE))
   progress(f"data: tokenizer {tokenizer.name} ({tokenizer.vocab_size} tokens, "
            f"EOT {tokenizer.eot_id})")
@@ -208,15 +311,17 @@ def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dat
               "sources": {}}
   for name, w in weights.items():
     entry = {"weight": w}
+    if name in plans:
+      entry["usable_documents"] = plans[name].documents
     for split, total in (("train", cfg.train_tokens), ("eval", cfg.eval_tokens)):
       stats = sources.SourceStats()
       wanted = max(1, round(w * total))
-      docs = _source_documents(name, cfg, stats, held_out=split == "eval")
+      docs = _source_documents(name, cfg, stats, split == "eval", plans)
       n, n_docs = write_tokens(os.path.join(directory, f"{split}_{name}.bin"), docs, tokenizer,
                                wanted)
-      if n_docs == 0:
-        raise sources.CorpusError(sources.describe_empty(
-            {"python": "python_dirs", "files": "files"}.get(name, name), stats))
+      if n_docs == 0:  # only when every document hashed into the held-out split
+        raise sources.CorpusError(f"data.{name}: none of its {plans[name].documents} usable "
+                                  f"documents is left for the {split} split; add documents")
       entry[split] = {"tokens": n, "documents": n_docs, "requested": wanted,
                       **({} if name == "builtin" else {"skipped": dataclasses.asdict(stats)})}
       note = "" if n == wanted else f" (source exhausted: {wanted:,} requested)"
@@ -228,26 +333,37 @@ def prepare(cfg, directory: str, progress: Callable[[str], None] = print) -> Dat
 
 def load(directory: str, expected_config: dict | None = None) -> Dataset:
   """Opens a prepared dataset (shards as read-only memmaps)."""
-  with open(os.path.join(directory, MANIFEST)) as f:
-    manifest = json.load(f)
-  if expected_config is not None and manifest["config"] != expected_config:
-    changed = sorted(k for k in set(manifest["config"]) | set(expected_config)
-                     if manifest["config"].get(k) != expected_config.get(k))
-    raise ValueError(f"the dataset in {directory} was built with a different data config "
-                     f"(changed: {', '.join('data.' + k for k in changed)})")
+  manifest_path = os.path.join(directory, MANIFEST)
+  manifest = read_json(manifest_path, "a data manifest")
+  try:
+    config, sources_ = manifest["config"], manifest["sources"]
+    dtype = np.dtype(manifest["dtype"])
+    tokenizer_sha = manifest["tokenizer_sha256"]
+    counts = {(name, split): int(entry[split]["tokens"]) for name, entry in sources_.items()
+              for split in ("train", "eval")}
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise FileFormatError(f"{manifest_path}: not a data manifest ({type(e).__name__}: {e}); "
+                          "delete the data directory to rebuild it") from None
+  if expected_config is not None and config != expected_config:
+    changed = sorted(k for k in set(config) | set(expected_config)
+                     if config.get(k) != expected_config.get(k))
+    raise ConfigError(f"the dataset in {directory} was built with a different data config "
+                      f"(changed: {', '.join('data.' + k for k in changed)})")
   tokenizer = tok_lib.load_tokenizer(os.path.join(directory, TOKENIZER_FILE))
-  if tokenizer.sha256() != manifest["tokenizer_sha256"]:
-    raise ValueError(f"{directory}/{TOKENIZER_FILE} does not match the manifest's tokenizer hash")
-  dtype = np.dtype(manifest["dtype"])
+  if tokenizer.sha256() != tokenizer_sha:
+    raise FileFormatError(f"{directory}/{TOKENIZER_FILE} does not match the manifest's tokenizer "
+                          "hash")
   shards = {"train": [], "eval": []}
-  for name, entry in manifest["sources"].items():
-    for split in shards:
-      path = os.path.join(directory, f"{split}_{name}.bin")
-      arr = np.memmap(path, dtype=dtype, mode="r")
-      if len(arr) != entry[split]["tokens"]:
-        raise ValueError(f"{path} holds {len(arr)} tokens, the manifest says "
-                         f"{entry[split]['tokens']}")
-      shards[split].append(arr)
+  for (name, split), expected in counts.items():
+    path = os.path.join(directory, f"{split}_{name}.bin")
+    try:
+      arr = np.memmap(path, dtype=dtype, mode="r") if expected else np.zeros(0, dtype)
+    except (OSError, ValueError) as e:
+      raise FileFormatError(f"{path} cannot be read ({e}); delete the data directory to rebuild "
+                            "it") from None
+    if len(arr) != expected:
+      raise FileFormatError(f"{path} holds {len(arr)} tokens, the manifest says {expected}")
+    shards[split].append(arr)
   return Dataset(tokenizer, shards["train"], shards["eval"], manifest)
 
 

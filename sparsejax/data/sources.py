@@ -13,10 +13,13 @@ import os
 import sysconfig
 from typing import Iterator
 
+from sparsejax.utils.errors import UserError
+
 MAX_FILE_BYTES = 1_000_000  # larger files are skipped (generated code, data dumps)
+USER_SUFFIXES = (".txt", ".jsonl", ".py", ".md")  # what a directory in data.files contributes
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
   """A corpus cannot be read (missing, empty, unusable). The message says which and why."""
 
 
@@ -28,10 +31,25 @@ class SourceStats:
   binary: int = 0  # contains NUL bytes
   too_large: int = 0  # over MAX_FILE_BYTES
   empty: int = 0  # no non-whitespace text
+  unreadable: int = 0  # could not be opened (permissions, vanished)
   bad_lines: int = 0  # JSONL lines without usable text
 
   def skipped(self) -> int:
-    return self.duplicates + self.non_utf8 + self.binary + self.too_large + self.empty
+    return (self.duplicates + self.non_utf8 + self.binary + self.too_large + self.empty
+            + self.unreadable)
+
+  def describe_skipped(self) -> str:
+    """"2 binary files, 1 empty file, 3 JSONL lines without text" (or "nothing")."""
+    big = f"over {MAX_FILE_BYTES:,} bytes"
+    parts = [f"{n} {one if n == 1 else many}" for n, one, many in (
+        (self.duplicates, "duplicate file", "duplicate files"),
+        (self.non_utf8, "non-UTF-8 file", "non-UTF-8 files"),
+        (self.binary, "binary file", "binary files"),
+        (self.too_large, f"file {big}", f"files {big}"),
+        (self.empty, "empty file", "empty files"),
+        (self.unreadable, "unreadable file", "unreadable files"),
+        (self.bad_lines, "JSONL line without text", "JSONL lines without text")) if n]
+    return ", ".join(parts) if parts else "nothing"
 
 
 def default_python_dirs() -> list[str]:
@@ -55,7 +73,7 @@ def _read_text(path: str, stats: SourceStats, seen: set[str]) -> str | None:
     with open(path, "rb") as f:
       raw = f.read()
   except OSError:
-    stats.non_utf8 += 1  # unreadable counts as unusable
+    stats.unreadable += 1
     return None
   if b"\x00" in raw:
     stats.binary += 1
@@ -98,7 +116,7 @@ def user_files(paths: list[str], stats: SourceStats) -> Iterator[str]:
       raise CorpusError(f"data.files: no such file or directory: {p}")
   seen: set[str] = set()
   for p in paths:
-    files = _walk(p, (".txt", ".jsonl", ".py", ".md")) if os.path.isdir(p) else [p]
+    files = _walk(p, USER_SUFFIXES) if os.path.isdir(p) else [p]
     for path in files:
       text = _read_text(path, stats, seen)
       if text is None:
@@ -122,8 +140,11 @@ def user_files(paths: list[str], stats: SourceStats) -> Iterator[str]:
         yield text
 
 
-def describe_empty(name: str, stats: SourceStats) -> str:
-  """The error for a source that produced no document."""
-  reasons = {k: v for k, v in dataclasses.asdict(stats).items() if v and k != "files"}
-  detail = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in reasons.items()) or "no files found"
-  return f"data.{name}: the corpus holds no usable documents ({detail})"
+def describe_empty(name: str, stats: SourceStats, where: str = "") -> str:
+  """The error for a source that produced no document: what was found and why it was skipped."""
+  read = stats.files + stats.skipped()
+  if not read:
+    found = f"no {'/'.join(USER_SUFFIXES) if name == 'files' else '.py'} files found"
+    return f"data.{name}: the corpus holds no usable documents ({found}{where})"
+  return (f"data.{name}: the corpus holds no usable documents ({read} file"
+          f"{'' if read == 1 else 's'} read{where}; skipped: {stats.describe_skipped()})")

@@ -17,12 +17,21 @@ import json
 import os
 from typing import Iterable, Protocol, Sequence
 
-from sparsejax.utils.files import atomic_write
+from sparsejax.utils.errors import FileFormatError, PathError, UserError, os_reason
+from sparsejax.utils.files import atomic_write, read_json
 
 EOT_TEXT = "<|endoftext|>"
 # The official pre-tokenizer regex (tiktoken ``pat_str`` of tinypython_2k).
 PRETOKENIZE_REGEX = (r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|"
                      r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+class TokenizerError(UserError, ValueError):
+  """A tokenizer cannot be trained or used as asked. ``learned``: tokens the text supported."""
+
+  def __init__(self, message: str, learned: int = 0):
+    super().__init__(message)
+    self.learned = learned
 
 
 class Tokenizer(Protocol):
@@ -85,7 +94,7 @@ class BPETokenizer:
     self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
     eot = tok.token_to_id(EOT_TEXT)
     if eot is None:
-      raise ValueError(f"tokenizer {name!r} has no {EOT_TEXT} token")
+      raise TokenizerError(f"tokenizer {name!r} has no {EOT_TEXT} token")
     self.eot_id = eot
 
   def encode(self, text: str) -> list[int]:
@@ -111,8 +120,8 @@ def _require_tokenizers():
   try:
     import tokenizers  # noqa: F401
   except ImportError as e:
-    raise ImportError("BPE tokenizers need the 'tokenizers' package: pip install tokenizers"
-                      ) from e
+    raise TokenizerError("BPE tokenizers need the 'tokenizers' package: pip install tokenizers "
+                         "(or use data.tokenizer=bytes)") from e
   return tokenizers
 
 
@@ -140,20 +149,38 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, name: str = "bpe") -
   tok.train_from_iterator(texts, trainer=trainer)
   learned = tok.get_vocab_size()
   if learned != vocab_size - 1:
-    raise ValueError(f"the tokenizer training text only supports {learned + 1} tokens, "
-                     f"{vocab_size} were requested; use more text or a smaller vocabulary")
+    raise TokenizerError(f"the tokenizer training text only supports {learned + 1} tokens, "
+                         f"{vocab_size} were requested; use more text or a smaller vocabulary",
+                         learned)
   tok.add_special_tokens([EOT_TEXT])
   return BPETokenizer(tok, name)
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-  """Reads a tokenizer saved by ``save`` (``tokenizer.json``)."""
-  with open(path) as f:
-    text = f.read()
-  if json.loads(text).get("sparsejax_tokenizer") == "bytes":
+  """Reads a tokenizer saved by ``save`` (``tokenizer.json``) or by the ``tokenizers`` library.
+  A file that is not one raises :class:`FileFormatError` naming it."""
+  what = "a tokenizer.json (sparsejax's or the tokenizers library's)"
+  data = read_json(path, what)
+  if not isinstance(data, dict):
+    raise FileFormatError(f"{path}: expected {what}, got a JSON {type(data).__name__}")
+  if data.get("sparsejax_tokenizer") == "bytes":
     return ByteTokenizer()
+  if not isinstance(data.get("model"), dict):
+    raise FileFormatError(f"{path}: expected {what}, got an object without a \"model\"")
   tk = _require_tokenizers()
-  return BPETokenizer(tk.Tokenizer.from_str(text), name="bpe")
+  try:
+    with open(path, encoding="utf-8") as f:
+      tok = tk.Tokenizer.from_str(f.read())
+  except OSError as e:
+    raise PathError(f"{path}: cannot be read ({os_reason(e)})") from None
+  except Exception as e:  # noqa: BLE001 -- the Rust library raises a bare Exception
+    raise FileFormatError(f"{path}: not a tokenizer the tokenizers library can read "
+                          f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+                          ) from None
+  try:
+    return BPETokenizer(tok, name="bpe")
+  except TokenizerError as e:
+    raise FileFormatError(f"{path}: {e}") from None
 
 
 def load_tinypython(directory: str) -> BPETokenizer:
@@ -162,16 +189,30 @@ def load_tinypython(directory: str) -> BPETokenizer:
   enc_path, bpe_path = (os.path.join(directory, n) for n in ("encoder.json", "vocab.bpe"))
   for p in (enc_path, bpe_path):
     if not os.path.isfile(p):
-      raise FileNotFoundError(f"tinypython tokenizer: {p} not found")
-  with open(enc_path) as f:
-    vocab = json.load(f)
-  with open(bpe_path, encoding="utf-8") as f:
-    lines = [l for l in f.read().split("\n") if l and not l.startswith("#version")]
+      raise PathError(f"tinypython tokenizer: {p} not found (data.tokenizer_path must be a "
+                      "directory with encoder.json and vocab.bpe)")
+  vocab = read_json(enc_path, "a JSON object mapping tokens to ids")
+  if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+    raise FileFormatError(f"{enc_path}: expected a JSON object mapping tokens to integer ids")
+  try:
+    with open(bpe_path, encoding="utf-8") as f:
+      lines = [l for l in f.read().split("\n") if l and not l.startswith("#version")]
+  except (OSError, UnicodeDecodeError) as e:
+    raise FileFormatError(f"{bpe_path}: cannot be read as UTF-8 text ({e})") from None
   merges = [tuple(l.split(" ")) for l in lines]
+  bad = next((i for i, m in enumerate(merges) if len(m) != 2), None)
+  if bad is not None:
+    raise FileFormatError(f"{bpe_path}: merge {bad + 1} is not two tokens separated by a space: "
+                          f"{lines[bad][:60]!r}")
   eot = vocab.pop(EOT_TEXT, None)
-  tok = _configure(tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=merges)))
+  try:
+    model = tk.models.BPE(vocab=vocab, merges=merges)
+  except Exception as e:  # noqa: BLE001 -- the Rust library raises a bare Exception
+    raise FileFormatError(f"{directory}: encoder.json and vocab.bpe do not form a BPE ({e})"
+                          ) from None
+  tok = _configure(tk.Tokenizer(model))
   tok.add_special_tokens([EOT_TEXT])
   out = BPETokenizer(tok, name="tinypython_2k")
   if eot is not None and out.eot_id != eot:
-    raise ValueError(f"tinypython tokenizer: {EOT_TEXT} should be id {eot}, got {out.eot_id}")
+    raise FileFormatError(f"{enc_path}: {EOT_TEXT} should be id {eot}, got {out.eot_id}")
   return out

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sparsejax.utils.errors import ConfigError
+
 DATA, FSDP = "data", "fsdp"
 # Environment variables that mark a multi-process launch (explicit coordinator, SLURM, TPU pods,
 # Open MPI).
@@ -38,7 +40,7 @@ def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
   """A (data, fsdp) mesh over ``devices`` (default: all); data = n_devices / fsdp."""
   devices = list(jax.devices() if devices is None else devices)
   if fsdp < 1 or len(devices) % fsdp:
-    raise ValueError(f"train.fsdp: {fsdp} does not divide the {len(devices)} devices")
+    raise ConfigError(f"train.fsdp: {fsdp} does not divide the {len(devices)} devices")
   grid = np.asarray(devices, dtype=object).reshape(len(devices) // fsdp, fsdp)
   return Mesh(grid, (DATA, FSDP))
 

@@ -38,6 +38,8 @@ class RunConfig:
 
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+    if not isinstance(data, Mapping):
+      raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
     unknown = set(data) - set(SECTIONS)
     if unknown:
       raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)}")
