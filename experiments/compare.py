@@ -9,6 +9,7 @@ OUT/index.html, report.json, the CSVs and the plots. Rerunning skips what is don
 ``sparsejax.compare``. Ends with ``dense_over_sparse_edges_at_matched_loss: X``.
 """
 
+import interrupt_guard  # noqa: F401 -- first: Ctrl-C while importing is one line
 import sys
 from pathlib import Path
 

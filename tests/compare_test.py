@@ -239,6 +239,25 @@ def test_family_config_rejects_bad_fields_in_one_line():
   assert point["optim"]["lr"] == 0.05 and fam.member("sparse").run["optim"]["lr"] != 0.05
 
 
+@pytest.mark.parametrize("variant", ["tiny", "paper", "smoke"])
+def test_every_family_member_is_a_valid_run_config(variant):
+  from sparsejax.train.run_config import RunConfig
+  sys.path.insert(0, str(ROOT / "experiments" / "configs"))
+  import compare as compare_configs  # noqa: PLC0415
+  fam = FamilyConfig.from_dict(compare_configs.get_config(variant).to_dict())
+  runs = {m.name: RunConfig.from_dict(m.point_config(m.lrs[0])) for m in fam.members}
+  kinds = {n: r.sparsity.enabled for n, r in runs.items()}
+  assert sum(kinds.values()) >= 1 and sum(not k for k in kinds.values()) >= 2
+  assert len({str(r.data) for r in runs.values()}) == 1  # one dataset: comparable losses
+  for m in fam.members:  # a dense sweep sits below the sparse one (no sqrt(L0) factor)
+    assert len(m.lrs) >= 1 and (max(m.lrs) < 0.01) == (not kinds[m.name])
+  if variant == "paper":
+    widths = {n: r.model.d_model for n, r in runs.items()}
+    assert sorted(widths[n] for n in runs if kinds[n]) == [256, 512, 1024, 1024, 1024, 2048]
+    assert sorted(widths[n] for n in runs if not kinds[n]) == [256, 512, 1024]
+    assert all(len(m.lrs) == 3 for m in fam.members)
+
+
 # ------------------------------------------------------------------ end to end
 def run_binary(out, *overrides):
   return subprocess.run(

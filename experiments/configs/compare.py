@@ -4,7 +4,8 @@
                                                   shape, short learning-rate sweeps (≤ 45 min on
                                                   an idle 2-core machine)
   --config=experiments/configs/compare.py:paper   accelerators: the csp family e = 1, 2, 4, 8 at
-                                                  several L0 with dense baselines (BUILD.md)
+                                                  several L0 with dense baselines (BUILD.md);
+                                                  :paper,tokens=2e9 trains each run on 2B tokens
   --config=experiments/configs/compare.py:smoke   seconds: the test suite's end-to-end family
 
 Any field can be overridden: --config.members.dense_d64.lrs=0.004,0.008,
@@ -78,20 +79,21 @@ def tiny_family():
 
 
 # ---------------------------------------------------------------- paper (accelerators)
-def paper_family():
+def paper_family(tokens: float = 32e9):
   """The csp family (paper-notes §1.6, Fig. 3): e = 1, 2, 4, 8 at L0 1.9M (pfrac 1/4, the equal-L0
   line), e = 4 also at pfrac 1/8 and 1/2 (an equal-total-params line), and dense baselines of
-  the 1x, 2x, 4x shape; each with a 3-point learning-rate sweep. 32B tokens per run (the
-  official schedule): see BUILD.md for the launch and the cost."""
+  the 1x, 2x, 4x shape; each with a 3-point learning-rate sweep. ``tokens`` per run: 32B is the
+  official schedule (``:paper,tokens=2e9`` for a cheaper pass); see BUILD.md for the launch."""
   sparse_lrs = (0.64e-2, 1.28e-2, 2.56e-2)
   dense_lrs = (1e-3, 2e-3, 4e-3)
   members = {}
   for e in (1, 2, 4, 8):  # names: e and pfrac in percent
-    members[f"csp_{e}x_p25"] = (sparse_lrs, csp.get_config(f"{e}x,pfrac=0.25"))
+    members[f"csp_{e}x_p25"] = (sparse_lrs, csp.get_config(f"{e}x,pfrac=0.25,tokens={tokens}"))
   for pfrac in (0.125, 0.5):
-    members[f"csp_4x_p{round(pfrac * 100)}"] = (sparse_lrs, csp.get_config(f"4x,pfrac={pfrac}"))
+    members[f"csp_4x_p{round(pfrac * 100)}"] = (
+        sparse_lrs, csp.get_config(f"4x,pfrac={pfrac},tokens={tokens}"))
   for e in (1, 2, 4):
-    members[f"dense_{e}x"] = (dense_lrs, csp.get_config(f"{e}x,dense"))
+    members[f"dense_{e}x"] = (dense_lrs, csp.get_config(f"{e}x,dense,tokens={tokens}"))
   return _family("paper: the csp family with dense baselines", members,
                  prune_configs.get_config("default"), eval_pairs=500, heldout_tokens=2_000_000)
 
@@ -133,6 +135,13 @@ VARIANTS = {"tiny": tiny_family, "paper": paper_family, "smoke": smoke_family}
 
 
 def get_config(arg: str = "tiny"):
-  if arg not in VARIANTS:
-    raise ValueError(f"compare.py: unknown variant {arg!r}; valid: {', '.join(VARIANTS)}")
-  return VARIANTS[arg]()
+  name, *opts = (arg or "tiny").split(",")
+  if name not in VARIANTS:
+    raise ValueError(f"compare.py: unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
+  kwargs = {}
+  for opt in opts:
+    key, _, value = opt.partition("=")
+    if name != "paper" or key != "tokens" or not value:
+      raise ValueError(f"compare.py: unknown option {opt!r} (only :paper,tokens=N)")
+    kwargs["tokens"] = float(value)
+  return VARIANTS[name](**kwargs)

@@ -180,6 +180,9 @@ def prune_member(workdir: str, step: int, names: list[str], cfg: prune.PruneConf
     pruner = prune_run.Pruner(run, cfg, progress)
     with _recording_masks() as calls:
       result = pruner.prune_tasks(names)
+    if result.circuits and len(calls) != 1:
+      raise RuntimeError(f"the pruning pipeline learned masks {len(calls)} times; the comparison "
+                         "expects one call (sparsejax/compare/pruning.py)")
     shutil.rmtree(os.path.join(prune_dir, "circuits"), ignore_errors=True)  # no stale tasks
     prune_run.write_outputs(result, prune_dir)
     progress(prune_run.format_summary(result))
