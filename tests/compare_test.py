@@ -48,7 +48,8 @@ def member(name, kind, loss, n, l0, sizes, targets=(0.3, 0.15), overrides=None):
 def family_members(overrides=None):
   """One sparse member at loss 2.0 between dense members at 2.2 (N=1e5) and 1.8 (N=4e5)."""
   return [
-      member("sparse", "sparse", 2.0, 1_000_000, 100_000, {"a": 100, "b": 400}, overrides=overrides),
+      member("sparse", "sparse", 2.0, 1_000_000, 100_000, {"a": 100, "b": 400},
+             overrides=overrides),
       member("dense_s", "dense", 2.2, 100_000, 100_000, {"a": 800, "b": 3200}),
       member("dense_l", "dense", 1.8, 400_000, 400_000, {"a": 3200, "b": 12800}),
   ]

@@ -6,9 +6,9 @@ pruning hyperparameters per (model, task, target) with CARBS (paper-notes §3). 
 learned once, at the primary target (the pruning config's ``target_loss``), by the normal
 pipeline (:class:`sparsejax.circuits.prune_run.Pruner`), which also writes the member's circuits,
 summary and controls; then the chosen member's τ (node scores) is bisected again at every other
-target on the same held-out pairs. This costs one bisection per target instead of one search per
-target — what makes a sweep affordable — and sizes at a target far from the primary one are upper
-bounds on what a search tuned for that target would find.
+target on the same held-out pairs. This costs one bisection per target instead of one search
+per target — what makes a sweep affordable — and sizes at a target far from the primary one are
+upper bounds on what a search tuned for that target would find.
 
 At each target the circuit's test loss and random circuits with the same nodes per site are
 measured, so that search failures can be detected (:mod:`sparsejax.compare.analysis`).

@@ -35,6 +35,10 @@ def _fmt(x, digits: int = 0) -> str:
   return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+def _lr(x) -> str:
+  return "-" if x is None else f"{x:.3g}"
+
+
 def _ratio(x) -> str:
   return "n/a" if x is None else f"{x:.2f}"
 
@@ -67,7 +71,7 @@ def format_table(report: dict) -> str:
       continue
     lines.append(
         f"{r['model']:<14} {r['kind'] or '-':<6} {_fmt(r['total_params']):>12} "
-        f"{_fmt(r['l0']):>10} {_fmt(r['best_lr']) if r['best_lr'] is None else format(r['best_lr'], '.3g'):>8} "
+        f"{_fmt(r['l0']):>10} {_lr(r['best_lr']):>8} "
         f"{_fmt(r['heldout_loss'], 4):>8} {_fmt(r['tasks_solved']):>6} "
         f"{_fmt(r['gm_edges'], 1):>10} {_fmt(r['gm_nodes'], 1):>10} "
         f"{_fmt(r['gm_essential_edges'], 1):>9}" + (f"  ({r['error']})" if r["error"] else ""))
@@ -268,8 +272,7 @@ def write_index(report: dict, out_dir: str) -> str:
     viewer = m.get("viewer")
     name = (f"<a href='{e(viewer)}'>{e(r['model'])}</a>" if viewer else e(r["model"]))
     rows.append([name, e(r["kind"] or "-"), _fmt(r["total_params"]), _fmt(r["l0"]),
-                 "-" if r["best_lr"] is None else f"{r['best_lr']:.3g}"
-                 + (" (edge)" if m.get("best_at_sweep_edge") else ""),
+                 _lr(r["best_lr"]) + (" (edge)" if m.get("best_at_sweep_edge") else ""),
                  _fmt(r["heldout_loss"], 4), _fmt(r["tasks_solved"]), _fmt(r["gm_edges"], 1),
                  _fmt(r["gm_nodes"], 1), _fmt(r["gm_essential_edges"], 1),
                  f"<span class=bad>{e(r['error'])}</span>" if r["error"] else ""])

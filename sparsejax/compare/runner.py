@@ -129,8 +129,8 @@ def run_family(family: FamilyConfig, out_dir: str, *, name: str = "family",
   for m in ok if common else []:
     try:
       records[m.name] = pruning.prune_member(
-          m.best.workdir, m.best.step, common, family.prune, family.sweep_targets, viewer=family.viewer,
-          progress=lambda line, n=m.name: progress(f"  [{n}] {line}"))
+          m.best.workdir, m.best.step, common, family.prune, family.sweep_targets,
+          viewer=family.viewer, progress=lambda line, n=m.name: progress(f"  [{n}] {line}"))
     except Exception as e:  # noqa: BLE001
       m.error = f"pruning: {type(e).__name__}: {e}"
       progress(f"compare: member {m.name} FAILED: {m.error}")
@@ -187,16 +187,19 @@ def build_report(family: FamilyConfig, name: str, results: list, losses: dict, s
       "heldout_tokens": family.heldout_tokens, "miss_tolerance": family.miss_tolerance,
       "prune": dataclasses.asdict(family.prune), "pruning_api": pruning.API},
       "members": rows, "tasks_compared": common, "method": METHOD}
-  kinds = {m.kind for m in analysed}
-  if analysed and common:
+  if analysed:
     report["analysis"] = analysis.analyse(analysed, family.sweep_targets, family.primary_target,
                                           miss_tolerance=family.miss_tolerance)
     report["headline"] = report["analysis"]["headline"]
+    kinds = [m.kind for m in analysed]
+    if kinds.count("sparse") < 1 or kinds.count("dense") < 2:
+      report["note"] = "the ratio needs at least one sparse and two dense members"
+  elif not any(m.error is None for m in results):
+    report["note"] = "no member was trained"
+  elif not common:
+    report["note"] = "no task is solved by every member"
   else:
-    report["note"] = ("no task is solved by every member" if analysed or not common else
-                      "no member was trained and pruned")
-  if not kinds >= {"sparse", "dense"} and "analysis" in report:
-    report["note"] = "the ratio needs at least one sparse and two dense members"
+    report["note"] = "no member was pruned"
   report.setdefault("headline", {k: None for k in (
       "edges", "edges_with_failures", "nodes", "nodes_with_failures", "essential_edges",
       "essential_edges_with_failures")})
