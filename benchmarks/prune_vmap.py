@@ -3,7 +3,7 @@
 Times the compiled mask-learning scan (compilation excluded for both) of N members — one per task —
 against N runs of one member each, and reports XLA's memory estimate of each compiled program
 (arguments + outputs + temporaries) and its FLOP rate. Tokens are cut to what the tasks need
-(``prune.needed_length``): the vmapped run to the longest task's, each lone run to its own task's.
+(``needed_length``): the vmapped run to the longest task's, each lone run to its own task's.
 Ends with ``prune_vmap_speedup: X``.
 
   python benchmarks/prune_vmap.py [--workdir=runs/tiny] [--tasks=20] [--steps=20]
@@ -23,13 +23,15 @@ import numpy as np
 from absl import app, flags
 
 from common import device_line
+from sparsejax.circuits import masks, population, search
+from sparsejax.circuits.evaluate import CircuitModel, TaskData, needed_length, stack, to_device
+from sparsejax.circuits.prune import PruneConfig
 from sparsejax.data import corpus
-from sparsejax.circuits import prune
+from sparsejax.data import tokenizer as tok_lib
+from sparsejax.model.config import GPTConfig
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import encode_pairs
-from sparsejax.data import tokenizer as tok_lib
 from sparsejax.train import step as train_step
-from sparsejax.model.config import GPTConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (default: a fresh tiny model).")
 _N = flags.DEFINE_integer("tasks", 20, "Number of tasks N.")
@@ -78,22 +80,23 @@ def main(argv):
                                        tasks_lib.get_task(n).pairs(64, split="train"), tok,
                                        cfg.block_size) for n in names}
   T = max(b.seq_len for b in batches.values())
-  data = {k: np.stack([getattr(b.pad_to(T), k) for b in batches.values()])
-          for k in ("tokens", "last", "correct", "alt")}
-  need = [prune.needed_length(b.last, T) for b in batches.values()]
-  layout = prune.NodeLayout.for_model(cfg)
-  pcfg = prune.PruneConfig(steps=_STEPS.value, batch_pairs=_PAIRS.value, candidates=1)
-  values = jnp.zeros(layout.n_nodes)
-  run = prune.make_trainer(graphdef, layout, pcfg, steps_per_call=_STEPS.value)
+  data = stack([TaskData(b.pad_to(T)) for b in batches.values()])
+  need = [needed_length(b.last, T) for b in batches.values()]
+  layout = masks.NodeLayout.for_model(cfg)
+  model = CircuitModel(graphdef, params, buffers, cfg, np.zeros(layout.n_nodes, np.float32))
+
+  pcfg = PruneConfig(steps=_STEPS.value, batch_pairs=_PAIRS.value, candidates=1)
+  run = search.make_trainer(model.node_member_loss, steps_per_call=_STEPS.value, total_steps=_STEPS.value,
+                            batch_pairs=_PAIRS.value, grad_clip=pcfg.grad_clip)
 
   def make_args(group_ids):
-    pop = prune.make_population(pcfg, len(group_ids), [7 + g for g in group_ids])
-    pop.group = np.arange(len(group_ids), dtype=np.int32)
+    pop = population.initial(pcfg.centres, 1, pcfg.spread, 0, [7 + g for g in group_ids])
     length = max(need[g] for g in group_ids)
-    d = prune.trim_tokens({k: jnp.asarray(v[np.asarray(group_ids)]) for k, v in data.items()},
-                          length)
-    return (prune.init_state(pop, layout.n_nodes), params, buffers, values, d, pop.arrays(),
-            jnp.int32(0))
+    d = data.take(np.asarray(group_ids)).trim(length)
+    ones = np.ones((len(group_ids), layout.n_nodes), np.float32)
+    return to_device((search.init_state(pop, layout.n_nodes), model.shared, d, pop.hypers,
+                      pop.group.astype(np.int32), pop.seed.astype(np.int32), None, ones)) + (
+                          jnp.int32(0),)
 
   def timed(compiled, args):
     jax.block_until_ready(compiled(*args))  # warm

@@ -3,8 +3,14 @@
   python experiments/prune.py --workdir=runs/tiny [--tasks=all] [--target_loss=0.15] \
       [--out=runs/tiny/prune] [--config=experiments/configs/prune.py:quick --config.steps=300]
 
+The search (``--config.search=pbt|random``, ``candidates``, ``rounds``, ``steps``,
+``batch_pairs``), the bisection (``--config.bisect_on=raw|calibrated``), the clean-up
+(``cleanup_rounds``, ``cleanup_batch``, ``cleanup_exhaustive``) and the edge pruning (``edges``,
+``edge_candidates``, ``edge_rounds``, ``edge_steps``) are config fields; ``:paper`` is the paper's
+budget, for an accelerator.
+
 Writes OUT/circuits/<task>.json and OUT/summary.json and prints the summary table. The logic lives
-in ``sparsejax.prune_run``.
+in ``sparsejax.circuits.prune_run``.
 """
 
 import os

@@ -15,25 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax.circuits import prune
-from sparsejax.model.gpt import merge
+from sparsejax.circuits.calibration import numpy_loss
+from sparsejax.circuits.evaluate import TaskData
 from sparsejax.circuits.graph import Circuit
+from sparsejax.circuits.masks import NodeLayout
+from sparsejax.model.gpt import merge
 
 CONTEXT_TOKENS = 14  # tokens of context shown before the scored position
 
 
-def circuit_mask(layout: prune.NodeLayout, circuit: Circuit) -> np.ndarray:
-  mask = np.zeros(layout.n_nodes, np.float32)
-  for site, o in zip(layout.sites, layout.offsets):
-    ids = circuit.nodes.get(site, [])
-    if ids:
-      mask[o + np.asarray(ids)] = 1.0
-  return mask
+def circuit_mask(layout: NodeLayout, circuit: Circuit) -> np.ndarray:
+  return layout.mask_of(circuit.nodes)
 
 
 @functools.lru_cache(maxsize=8)
-def _functions(graphdef, layout: prune.NodeLayout):
-  """Jitted activations-at-the-scored-position and mask-gradient functions (one compile each)."""
+def _activations(graphdef, layout: NodeLayout):
+  """Jitted activations of every node at the scored positions (one compile)."""
 
   @jax.jit
   def activations(params, buffers, values, mask, tokens, last):
@@ -44,48 +41,48 @@ def _functions(graphdef, layout: prune.NodeLayout):
     flat = jnp.concatenate([cache[s] for s in layout.sites], axis=-1).reshape(P, S, T, -1)
     return jnp.take_along_axis(flat, last[..., None, None], axis=2)[:, :, 0]
 
-  @jax.jit
-  def mask_grad(params, buffers, values, mask, arrays):
-    return jax.grad(lambda m: prune.circuit_loss(graphdef, params, buffers, layout, m, values,
-                                                 arrays))(mask)
-
-  return activations, mask_grad
+  return activations
 
 
-def node_details(pruner, circuits: dict[str, Circuit], arrays: dict[str, dict], tokenizer, *,
+def node_details(pruner, circuits: dict[str, Circuit], datas: dict[str, TaskData], tokenizer, *,
                  exact_top: int = 12, top_contexts: int = 5) -> dict[str, dict]:
   """{task: {"nodes": {"site[i]": {...}}, "contexts": [[A tokens, B tokens] per pair], ...}}.
 
-  ``arrays[task]`` are the task's pairs (all tasks padded to one length). The exact single-node
-  ablations of all tasks run through one queue (a few compiled chunks for everything).
+  ``datas[task]`` are the task's pairs (all tasks padded to one length). The exact single-node
+  ablations and the mask gradients of all tasks run through one queue each (a few compiled
+  chunks for everything).
   """
-  layout = pruner.layout
-  activations, mask_grad = _functions(pruner.run.graphdef, layout)
-  queue = pruner.loss_queue()
+  model = pruner.model
+  layout = model.layout
+  activations = _activations(model.graphdef, layout)
+  queue, grads = model.margins_queue(), model.node_grad_queue()
   prepared = {}
   for name, circuit in circuits.items():
-    a = arrays[name]
+    d = datas[name]
     mask = circuit_mask(layout, circuit)
-    ja = {k: jnp.asarray(v) for k, v in a.items()}
-    acts = np.asarray(activations(pruner.params, pruner.buffers, pruner.values,
-                                  jnp.asarray(mask), ja["tokens"], ja["last"]))  # (P, S, n_nodes)
-    grad = np.asarray(mask_grad(pruner.params, pruner.buffers, pruner.values, jnp.asarray(mask),
-                                ja))
+    acts = np.asarray(activations(model.params, model.buffers, model.values, jnp.asarray(mask),
+                                  jnp.asarray(d.batch.tokens), jnp.asarray(d.batch.last)))
+    prepared[name] = [acts, mask, grads.add(d, mask, None)]
+  grad = grads.run()
+  for name, circuit in circuits.items():
+    acts, mask, g = prepared[name]
     kept = np.nonzero(mask)[0]
-    estimate = -grad  # loss(m - e_i) - loss(m) ≈ -∂L/∂m_i
-    tickets = {"base": queue.add(mask, a)}
+    estimate = -np.asarray(grad[g])  # loss(m - e_i) - loss(m) ≈ -∂L/∂m_i
+    tickets = {"base": queue.add(datas[name], mask, None)}
     for i in kept[np.argsort(-np.abs(estimate[kept]), kind="stable")[:exact_top]]:
       m = mask.copy()
       m[i] = 0.0
-      tickets[int(i)] = queue.add(m, a)
+      tickets[int(i)] = queue.add(datas[name], m, None)
     prepared[name] = (acts, kept, estimate, tickets)
-  res = queue.run()
-  return {name: _details(layout, arrays[name], tokenizer, res, *prepared[name], top_contexts)
+  res = [numpy_loss(z) for z in queue.run()]
+  return {name: _details(layout, datas[name], tokenizer, res, *prepared[name], top_contexts)
           for name in circuits}
 
 
-def _details(layout, arrays, tokenizer, res, acts, kept, estimate, tickets, top_contexts) -> dict:
-  P, S, _ = arrays["tokens"].shape
+def _details(layout, data: TaskData, tokenizer, res, acts, kept, estimate, tickets,
+             top_contexts) -> dict:
+  b = data.batch
+  P, S, _ = b.tokens.shape
   base_loss = float(res[tickets["base"]])
   nodes = {}
   for i in kept:
@@ -98,6 +95,7 @@ def _details(layout, arrays, tokenizer, res, acts, kept, estimate, tickets, top_
         "site": site, "index": index,
         "mean_a": float(a[:, 0].mean()), "std_a": float(a[:, 0].std()),
         "mean_b": float(a[:, 1].mean()), "std_b": float(a[:, 1].std()),
+        "mean_abs": float(np.abs(a).mean()),
         "ablation_delta": (float(res[tickets[int(i)]]) - base_loss) if exact
                           else float(estimate[i]),
         "ablation_exact": exact,
@@ -106,9 +104,9 @@ def _details(layout, arrays, tokenizer, res, acts, kept, estimate, tickets, top_
   for p in range(P):
     row = []
     for s in range(S):
-      ids = arrays["tokens"][p, s, : arrays["last"][p, s] + 1][-CONTEXT_TOKENS:]
+      ids = b.tokens[p, s, : b.last[p, s] + 1][-CONTEXT_TOKENS:]
       row.append([tokenizer.decode([int(t)]) for t in ids])
     contexts.append(row)
   return {"nodes": nodes, "contexts": contexts, "base_loss": base_loss,
-          "completions": [[tokenizer.decode([int(arrays["correct"][p, 0])]),
-                           tokenizer.decode([int(arrays["correct"][p, 1])])] for p in range(P)]}
+          "completions": [[tokenizer.decode([int(b.correct[p, 0])]),
+                           tokenizer.decode([int(b.correct[p, 1])])] for p in range(P)]}

@@ -13,6 +13,11 @@ Not counted as edges (this matches the paper's 12-node / 9-edge string-closing c
 interaction inside a head, residual-stream links from a write (``resid_delta`` channel c) to later
 reads (``act_in`` channel c) — these are identities, listed separately as ``residual_links`` —
 and embedding / unembedding entries. Weights are the raw kernel entries (norm gains not folded).
+
+After edge pruning (:mod:`sparsejax.circuits.edge_pruning`) every edge carries ``essential``: whether
+the circuit needs it to stay at the target loss. ``counts.edges`` stays the paper-comparable count
+(every edge); ``counts.essential_edges`` counts the essential ones, and ``counts.essential_nodes``
+the nodes they touch. Schema v2 adds these; v1 files (no edge pruning) still load.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from sparsejax.circuits.edges import circuit_edges
 from sparsejax.model.config import GPTConfig
 from sparsejax.utils.files import atomic_write
 
-SCHEMA = "sparsejax.circuit/v1"
+SCHEMA = "sparsejax.circuit/v2"
+READABLE = ("sparsejax.circuit/v1", SCHEMA)
 _SITE = re.compile(r"^(\d+)\.(attn|mlp)\.(\w+)$")
 
 
@@ -49,11 +56,34 @@ class Circuit:
 
   @property
   def n_edges(self) -> int:
+    """Paper-comparable: every nonzero weight between kept nodes."""
     return len(self.edges)
+
+  @property
+  def edge_pruned(self) -> bool:
+    return bool(self.info.get("edge_pruned", any("essential" in e for e in self.edges)))
+
+  @property
+  def essential(self) -> list[dict[str, Any]]:
+    """The essential edges (every edge when the circuit was not edge-pruned)."""
+    return [e for e in self.edges if e.get("essential", True)]
+
+  @property
+  def n_essential_edges(self) -> int:
+    return len(self.essential)
+
+  @property
+  def n_essential_nodes(self) -> int:
+    """Nodes an essential edge touches (every node when the circuit was not edge-pruned)."""
+    if not self.edge_pruned:
+      return self.n_nodes
+    return len({(e[a], e[f"{a}_index"]) for e in self.essential for a in ("src", "dst")})
 
   def to_dict(self) -> dict:
     return {"schema": SCHEMA, "task": self.task,
             "counts": {"nodes": self.n_nodes, "edges": self.n_edges,
+                       "essential_edges": self.n_essential_edges,
+                       "essential_nodes": self.n_essential_nodes,
                        "nodes_by_site": {s: len(v) for s, v in self.nodes.items() if v}},
             "nodes": {s: list(map(int, v)) for s, v in self.nodes.items() if v},
             "edges": self.edges, "residual_links": self.residual_links,
@@ -61,7 +91,7 @@ class Circuit:
 
   @classmethod
   def from_dict(cls, d: dict) -> "Circuit":
-    if d.get("schema") != SCHEMA:
+    if d.get("schema") not in READABLE:
       raise ValueError(f"not a {SCHEMA} circuit (schema {d.get('schema')!r})")
     c = cls(d["task"], {s: list(v) for s, v in d["nodes"].items()}, list(d["edges"]),
             list(d.get("residual_links", [])), dict(d.get("metrics", {})), dict(d.get("info", {})))
@@ -88,40 +118,11 @@ def _json_default(x):
   raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def _pairs(w: np.ndarray, rows: list[int], cols: list[int], col_offset: int = 0):
-  """Nonzero entries of w[rows, col_offset + cols] as (row, col, value)."""
-  if not rows or not cols:
-    return []
-  sub = np.asarray(w)[np.ix_(rows, [col_offset + c for c in cols])]
-  r, c = np.nonzero(sub)
-  return [(rows[i], cols[j], float(sub[i, j])) for i, j in zip(r, c)]
-
-
 def find_edges(nodes: dict[str, list[int]], params: dict, cfg: GPTConfig):
   """(edges, residual_links) of kept nodes; ``params`` is the model's pure param dict."""
-  A = cfg.attn_dim
-  edges = []
-
-  def add(src, dst, entries):
-    edges.extend({"src": src, "src_index": int(i), "dst": dst, "dst_index": int(j),
-                  "weight": float(v)} for i, j, v in entries)
-
+  edges = [{"src": e.src, "src_index": e.src_index, "dst": e.dst, "dst_index": e.dst_index,
+            "weight": e.weight} for e in circuit_edges(nodes, params, cfg)]
   get = lambda s: sorted(nodes.get(s, []))
-  for layer in range(cfg.n_layer):
-    blk = params["blocks"][layer]
-    c_attn = np.asarray(blk["attn"]["c_attn"]["kernel"])
-    for part, off in (("q", 0), ("k", A), ("v", 2 * A)):
-      add(f"{layer}.attn.act_in", f"{layer}.attn.{part}",
-          _pairs(c_attn, get(f"{layer}.attn.act_in"), get(f"{layer}.attn.{part}"), off))
-    add(f"{layer}.attn.v", f"{layer}.attn.resid_delta",
-        _pairs(np.asarray(blk["attn"]["c_proj"]["kernel"]), get(f"{layer}.attn.v"),
-               get(f"{layer}.attn.resid_delta")))
-    add(f"{layer}.mlp.act_in", f"{layer}.mlp.post_act",
-        _pairs(np.asarray(blk["mlp"]["c_fc"]["kernel"]), get(f"{layer}.mlp.act_in"),
-               get(f"{layer}.mlp.post_act")))
-    add(f"{layer}.mlp.post_act", f"{layer}.mlp.resid_delta",
-        _pairs(np.asarray(blk["mlp"]["c_proj"]["kernel"]), get(f"{layer}.mlp.post_act"),
-               get(f"{layer}.mlp.resid_delta")))
   # Residual links: a write at sublayer s, channel c, reaches every later read of channel c.
   order = [(layer, kind) for layer in range(cfg.n_layer) for kind in ("attn", "mlp")]
   links = []
@@ -134,9 +135,16 @@ def find_edges(nodes: dict[str, list[int]], params: dict, cfg: GPTConfig):
   return edges, links
 
 
-def geometric_mean_edges(circuits: list[Circuit]) -> float | None:
-  """The paper's headline metric: geometric mean over tasks of the edge count (a circuit with
-  zero edges counts as 1, so one trivially solved task cannot make the mean zero)."""
-  if not circuits:
+def geometric_mean(counts) -> float | None:
+  """Geometric mean of counts, a zero counting as 1 (so one trivially solved task cannot make the
+  mean zero); None for no counts."""
+  counts = list(counts)
+  if not counts:
     return None
-  return float(math.exp(np.mean([math.log(max(c.n_edges, 1)) for c in circuits])))
+  return float(math.exp(np.mean([math.log(max(int(c), 1)) for c in counts])))
+
+
+def geometric_mean_edges(circuits: list[Circuit], essential: bool = False) -> float | None:
+  """The paper's headline metric: geometric mean over tasks of the edge count; with
+  ``essential``, of the essential edges."""
+  return geometric_mean(c.n_essential_edges if essential else c.n_edges for c in circuits)

@@ -1,10 +1,25 @@
 """From a trained run to circuits: the pipeline behind ``experiments/prune.py``.
 
-For the selected tasks: check the full model solves each (else report it, do not prune it), learn
-masks for every task (and its shuffled-label control) × candidate in one vmapped run, bisect each
-member's circuit size on held-out pairs, keep per task the smallest circuit among its candidates,
-and measure on test pairs: the circuit's loss (raw and logit-calibrated), the loss when only the
-circuit is ablated (inverse), random circuits with the same nodes per site, and the control.
+For the selected tasks:
+
+1. **Tasks** — train / val / test pairs of every task as :class:`TaskData`; a task the full model
+   does not solve to the target is reported, not pruned.
+2. **Search** (:mod:`search`, :mod:`population`) — node masks for every task and its shuffled-label
+   control × ``candidates``, trained in ``rounds`` of vmapped calls; with ``search="pbt"`` the
+   population adapts between rounds, ranked by circuit size at the target on val pairs.
+3. **Bisection** (:mod:`bisection`) — per member the smallest top-k node set at the target (val);
+   per task the member with the smallest circuit.
+4. **Clean-up** (:mod:`cleanup`) — greedy single-node removals while the circuit stays at the
+   target; its edges (every nonzero weight between kept nodes) are the paper-comparable ones.
+5. **Edges** (:mod:`edge_pruning`) — edge masks learned inside the node circuit, bisected and
+   cleaned: the essential edges.
+6. **Checks** (:mod:`checks`) on test pairs, for the node circuit and its essential-edge circuit:
+   loss (raw and calibrated), inverse, random same-size, shuffled-label control; the summary
+   (:mod:`report`) leads with the geometric means of both edge counts.
+
+The control of a circuit is the control member that shadows the chosen member (same
+hyperparameter trajectory), taken at the cleaned circuit's node count by its own τ, and with
+edges learned the same way in the same vmapped call, kept at the essential count by its own τ.
 """
 
 from __future__ import annotations
@@ -19,14 +34,24 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from sparsejax.circuits import checks as checks_lib
+from sparsejax.circuits import edge_pruning
+from sparsejax.circuits import masks
+from sparsejax.circuits import population as population_lib
+from sparsejax.circuits import report
+from sparsejax.circuits import search
+from sparsejax.circuits.bisection import bisect_k, topk_masks
+from sparsejax.circuits.calibration import numpy_loss
+from sparsejax.circuits.cleanup import greedy_cleanup
+from sparsejax.circuits.edges import circuit_edges, slots
+from sparsejax.circuits.evaluate import CircuitModel, EdgeMask, TaskData, stack
+from sparsejax.circuits.graph import Circuit, find_edges
+from sparsejax.circuits.prune import PruneConfig
 from sparsejax.data import dataset as data_lib
-from sparsejax.circuits import prune
-from sparsejax.tasks import generators as tasks_lib
-from sparsejax.tasks.batch import TaskBatch, encode_pairs
-from sparsejax.circuits.graph import Circuit, find_edges, geometric_mean_edges
 from sparsejax.model.gpt import merge, rms
+from sparsejax.tasks import generators as tasks_lib
+from sparsejax.tasks.batch import encode_pairs
 from sparsejax.train.runs import TrainedRun
 from sparsejax.utils.errors import ConfigError, PathError
 from sparsejax.utils.files import atomic_save_npy, atomic_write_json, remove_stale_files
@@ -36,19 +61,13 @@ def _stable_seed(name: str) -> int:
   return int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "little")
 
 
-def _arrays(batch: TaskBatch) -> dict:
-  return {"tokens": batch.tokens, "last": batch.last, "correct": batch.correct, "alt": batch.alt}
-
-
-def shuffled_labels(arrays: dict, seed: int) -> dict:
+def shuffled_labels(data: TaskData, seed: int) -> TaskData:
   """A control task: for a random half of the pairs the two completions trade places, so which
   token is right no longer follows from the context."""
+  b = data.batch
   rng = np.random.default_rng([seed, 5])
-  flip = rng.random(len(arrays["correct"])) < 0.5
-  out = dict(arrays)
-  out["correct"] = np.where(flip[:, None], arrays["alt"], arrays["correct"])
-  out["alt"] = np.where(flip[:, None], arrays["correct"], arrays["alt"])
-  return out
+  flip = (rng.random(len(b.correct)) < 0.5)[:, None]
+  return data.with_labels(np.where(flip, b.alt, b.correct), np.where(flip, b.correct, b.alt))
 
 
 @dataclasses.dataclass
@@ -58,90 +77,156 @@ class PruneResult:
   summary: dict
 
 
-class _Queue:
-  """Collects (mask, task arrays) requests and runs them through one jitted vmapped function in
-  fixed-size chunks, grouped by pair count and sorted by needed sequence length, each chunk's
-  tokens cut to what it needs (:func:`sparsejax.prune.needed_length`): a handful of compiles
-  however many requests."""
+def _final_rms(graphdef, layout, params, buffers, values, tokens_PST, last_PS):
+  """The unpruned model's ln_f normaliser at the scored positions (P, S)."""
+  model = merge(graphdef, params, buffers)
+  P, S, T = tokens_PST.shape
+  ones = jnp.ones(layout.n_nodes)
+  _, cache = model.run_with_cache(tokens_PST.reshape(P * S, T), ["final_resid"],
+                                  interventions=layout.interventions(ones, values))
+  x = cache["final_resid"].reshape(P, S, T, -1)
+  return rms(jnp.take_along_axis(x, last_PS[..., None, None], axis=2)[:, :, 0])
 
-  def __init__(self, fn, chunk: int = 16):
-    self.fn, self.chunk, self.requests = fn, chunk, []
 
-  def add(self, mask, arrays: dict) -> int:
-    self.requests.append((np.asarray(mask, np.float32), arrays))
-    return len(self.requests) - 1
+@dataclasses.dataclass
+class _Groups:
+  """The task groups masks are learned on: the solved tasks, then (with controls) their
+  shuffled-label copies; ``splits[g]`` holds group g's "train" / "val" / "test" TaskData."""
 
-  def run(self) -> list:
-    out = [None] * len(self.requests)
-    by_pairs: dict[int, list[int]] = {}
-    need = []
-    for i, (_, arrays) in enumerate(self.requests):
-      by_pairs.setdefault(len(arrays["tokens"]), []).append(i)
-      need.append(prune.needed_length(arrays["last"], arrays["tokens"].shape[-1]))
-    for ids in by_pairs.values():
-      ids = sorted(ids, key=lambda i: need[i])
-      for start in range(0, len(ids), self.chunk):
-        part = ids[start:start + self.chunk]
-        rows = part + [part[-1]] * (self.chunk - len(part))  # pad: one shape per pair count
-        masks = jnp.asarray(np.stack([self.requests[i][0] for i in rows]))
-        arrays = {k: jnp.asarray(np.stack([self.requests[i][1][k] for i in rows]))
-                  for k in self.requests[rows[0]][1]}
-        arrays = prune.trim_tokens(arrays, max(need[i] for i in part))
-        result = np.asarray(self.fn(masks, arrays))
-        for j, i in enumerate(part):
-          out[i] = result[j]
-    self.requests = []
-    return out
+  names: list[str]
+  splits: list[dict[str, TaskData]]
+  full_val_loss: list[float]  # the full model's val loss per task
+
+  @property
+  def n_tasks(self) -> int:
+    return len(self.names)
+
+  def control_of(self, t: int) -> int:
+    return self.n_tasks + t
+
+  def stacked(self, split: str) -> TaskData:
+    return stack([g[split] for g in self.splits])
+
+
+@dataclasses.dataclass
+class _Problem:
+  """What a search learns masks over. Circuits ("slots") 0..T-1 are the tasks', T..2T-1 their
+  controls'; for edges each slot has its own node circuit and edge table."""
+
+  kind: str  # "nodes" | "edges"
+  n_units: np.ndarray  # (slots,) rankable units per slot
+  valid: np.ndarray  # (slots, N) 0/1: which mask entries are units (padding: 0)
+  extra: object  # per-slot inputs of the member loss (stacked; None for nodes)
+  centres: dict  # hyperparameter centres
+  candidates: int
+  rounds: int
+  steps: int
+  node_masks: list | None = None  # edges: per slot
+  tables: list | None = None  # edges: per slot
+  lists: list | None = None  # edges: per slot, the Edge list
+  sets: object = None  # edges: the EdgeSets
+  full_val_loss: np.ndarray | None = None  # (slots,) val loss with every unit kept, if known
+
+  @property
+  def n_units_max(self) -> int:
+    return self.valid.shape[1]
+
+  @classmethod
+  def nodes(cls, cfg: PruneConfig, n_nodes: int, full_val_loss) -> "_Problem":
+    slots = len(full_val_loss)
+    return cls("nodes", np.full(slots, n_nodes), np.ones((slots, n_nodes), np.float32), None,
+               cfg.centres, cfg.candidates, cfg.rounds, cfg.steps,
+               full_val_loss=np.asarray(full_val_loss))
+
+  @classmethod
+  def edges(cls, cfg: PruneConfig, node_masks, lists, sets, full_val_loss=None) -> "_Problem":
+    centres = dict(cfg.centres, lr=cfg.edge_lr, k_coef=cfg.edge_k_coef)
+    return cls("edges", np.asarray([len(l) for l in lists]), sets.valid(),
+               (np.stack(node_masks), stack(sets.tables)), centres, cfg.edge_candidates,
+               cfg.edge_rounds, cfg.edge_steps, list(node_masks), sets.tables, lists, sets,
+               None if full_val_loss is None else np.asarray(full_val_loss))
+
+
+@dataclasses.dataclass
+class _Work:
+  """One task's circuit as it goes through the stages."""
+
+  name: str
+  member: int  # the chosen member
+  k: int  # its bisected size (-1: not reached)
+  val_loss: float  # at that size
+  tau: np.ndarray  # its node τ
+  node_mask: np.ndarray  # the current node circuit
+  bisected: int  # nodes after the bisection
+  control_tau: np.ndarray | None  # node τ of its twin control member
+  essential: set | None = None  # edge keys (slot, row, col) of the essential edges
+  edge_list: list | None = None  # the Edges the essential keys refer to
+  edges_skipped: bool = False  # too many edges to edge-prune: every edge is essential
+  edge_tau: dict | None = None  # learned edge τ by key
+  control_edge_tau: dict | None = None  # the control's edge τ by key
+  hyperparameters: list | None = None  # the chosen node member's, per round
+  hyperparameters_edges: list | None = None  # the chosen edge member's, per round
+  notes: dict = dataclasses.field(default_factory=dict)  # stage statistics for the metrics
+
+
+def _group_nodes(pairs) -> dict[str, list[int]]:
+  out: dict[str, list[int]] = {}
+  for site, i in pairs:
+    out.setdefault(site, []).append(int(i))
+  return {s: sorted(v) for s, v in out.items()}
 
 
 class Pruner:
-  """Holds the frozen model, node layout and ablation values of one trained run."""
+  """Holds the frozen model of one trained run (its layout and ablation values) and prunes."""
 
-  def __init__(self, run: TrainedRun, cfg: prune.PruneConfig,
+  def __init__(self, run: TrainedRun, cfg: PruneConfig,
                progress: Callable[[str], None] = print):
     self.run, self.cfg, self.progress = run, cfg, progress
     self.model_cfg = run.config.model
     if cfg.freeze_final_norm and not self.model_cfg.rms_norm:
       raise ConfigError("freeze_final_norm: needs an RMSNorm model")
-    self.layout = prune.NodeLayout.for_model(self.model_cfg)
-    self.params = jax.device_put(run.params)
-    self.buffers = jax.device_put(run.buffers)
-    self.values = jnp.asarray(self._ablation_values())
-    evaluator = prune.make_evaluator(run.graphdef, self.layout)
-    self._loss_fn = lambda masks, arrays: evaluator(self.params, self.buffers, self.values, masks,
-                                                    arrays)
-    graphdef, layout = run.graphdef, self.layout
+    self.layout = masks.NodeLayout.for_model(self.model_cfg)
+    params, buffers = jax.device_put(run.params), jax.device_put(run.buffers)
+    values, input_means = self._ablation_values(params, buffers)
+    self.model = CircuitModel(run.graphdef, params, buffers, self.model_cfg, values, input_means)
+    # One compile for the life of the pruner (not one per call).
+    self._final_rms = jax.jit(functools.partial(_final_rms, run.graphdef, self.layout))
 
-    @jax.jit
-    def diffs(params, buffers, values, masks, arrays):
-      def one(mask, a):
-        logits = prune.circuit_logits(graphdef, params, buffers, layout, mask, values,
-                                      a["tokens"], a["last"], a.get("rms"))
-        pick = lambda tok: jnp.take_along_axis(
-            logits, jnp.broadcast_to(tok[:, None, None], logits.shape[:2] + (1,)), -1)[..., 0]
-        return pick(a["correct"][:, 0]) - pick(a["alt"][:, 0])
-      return jax.vmap(one)(masks, arrays)
+  @property
+  def params(self):
+    return self.model.params
 
-    self._diff_fn = lambda masks, arrays: diffs(self.params, self.buffers, self.values, masks,
-                                                arrays)
+  @property
+  def buffers(self):
+    return self.model.buffers
 
-  def loss_queue(self) -> _Queue:
-    return _Queue(self._loss_fn)
+  @property
+  def values(self):
+    return self.model.values
 
-  def diff_queue(self) -> _Queue:
-    """Requests return l(token of completion A) − l(token of completion B) per sequence, (P, 2)."""
-    return _Queue(self._diff_fn)
+  def _settings(self, steps: int) -> search.TrainSettings:
+    c = self.cfg
+    return search.TrainSettings(steps=steps, batch_pairs=c.batch_pairs, grad_clip=c.grad_clip,
+                                chunk_steps=c.chunk_steps, members_per_call=c.members_per_call,
+                                memory_budget_gib=c.memory_budget_gib,
+                                group_by_length=c.group_by_length)
 
   # ---------------------------------------------------------------- ablation values
-  def _ablation_values(self) -> np.ndarray:
-    if self.cfg.ablation == "zero":
-      return np.zeros(self.layout.n_nodes, np.float32)
-    run, cfg = self.run, self.cfg
+  def _ablation_values(self, params, buffers) -> tuple[np.ndarray, dict]:
+    """Node ablation values (n_nodes,) and each edge slot's source-node means (slot → (rows,))."""
+    layout, cfg = self.layout, self.cfg
+    means = self._node_means(params, buffers) if cfg.ablation == "mean" else np.zeros(
+        layout.n_nodes, np.float32)
+    by_site = layout.split(means)
+    return means, {s.name: by_site[s.src] for s in slots(self.model_cfg)}
+
+  def _node_means(self, params, buffers) -> np.ndarray:
+    layout, cfg, run = self.layout, self.cfg, self.run
     cache_dir = os.path.join(run.workdir, "prune")
     path = os.path.join(cache_dir, f"means_step{run.step}_{cfg.mean_tokens}.npy")
     if os.path.exists(path):
       means = np.load(path)
-      if means.shape == (self.layout.n_nodes,):
+      if means.shape == (layout.n_nodes,):
         return means
     dataset = data_lib.load(os.path.join(run.workdir, "data"))
     seq = min(self.model_cfg.block_size, run.config.train.seq_len)
@@ -150,7 +235,7 @@ class Pruner:
                                     seed=cfg.seed + 99)
     batches = [sampler.batch(i) for i in range(max(1, -(-rows // sampler.local_batch)))]
     t0 = time.time()
-    means = prune.node_means(run.graphdef, self.params, self.buffers, self.layout, batches)
+    means = masks.node_means(run.graphdef, params, buffers, layout, batches)
     self.progress(f"prune: node means over {sum(b.size for b in batches):,} held-out tokens "
                   f"({time.time() - t0:.1f}s), cached in {path}")
     try:
@@ -161,56 +246,47 @@ class Pruner:
       self.progress(f"prune: node means not cached ({path}: {reason})")
     return means
 
-  def _with_rms(self, arrays: dict) -> dict:
-    """Adds the unpruned model's ln_f normaliser at the scored positions (freeze_final_norm)."""
-    if not self.cfg.freeze_final_norm:
-      return arrays
-    graphdef, layout = self.run.graphdef, self.layout
-    ones = jnp.ones(layout.n_nodes)
-
-    @jax.jit
-    def final_rms(params, buffers, values, tokens, last):
-      model = merge(graphdef, params, buffers)
-      P, S, T = tokens.shape
-      _, cache = model.run_with_cache(tokens.reshape(P * S, T), ["final_resid"],
-                                      interventions=layout.interventions(ones, values))
-      x = cache["final_resid"].reshape(P, S, T, -1)
-      return rms(jnp.take_along_axis(x, last[..., None, None], axis=2)[:, :, 0])
-
-    return dict(arrays, rms=np.asarray(final_rms(self.params, self.buffers, self.values,
-                                                 jnp.asarray(arrays["tokens"]),
-                                                 jnp.asarray(arrays["last"]))))
-
-  # ---------------------------------------------------------------- the whole pipeline
-  def task_splits(self, names: list[str]) -> dict:
-    """{task: {"train"|"val"|"test": arrays}}, every task padded to one length."""
+  # ---------------------------------------------------------------- tasks
+  def task_splits(self, names: list[str]) -> dict[str, dict[str, TaskData]]:
+    """{task: {"train" | "val" | "test": TaskData}}, every task padded to one length."""
     cfg, tok = self.cfg, self.run.tokenizer
     max_len = self.model_cfg.block_size
     n = cfg.train_pairs + cfg.val_pairs
     raw = {}
     for name in names:
       task = tasks_lib.get_task(name)
-      raw[name] = (encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok,
-                                          max_len),
-                   encode_pairs(task, task.pairs(cfg.test_pairs, split="test",
-                                                           seed=cfg.seed), tok, max_len))
+      raw[name] = (encode_pairs(task, task.pairs(n, split="train", seed=cfg.seed), tok, max_len),
+                   encode_pairs(task, task.pairs(cfg.test_pairs, split="test", seed=cfg.seed),
+                                tok, max_len))
     T = max(b.seq_len for pair in raw.values() for b in pair)
     splits = {}
     for name, (train_val, test) in raw.items():
-      tv, te = _arrays(train_val.pad_to(T)), _arrays(test.pad_to(T))
-      parts = {"train": {k: v[:cfg.train_pairs] for k, v in tv.items()},
-               "val": {k: v[cfg.train_pairs:] for k, v in tv.items()}, "test": te}
-      splits[name] = {s: self._with_rms(a) for s, a in parts.items()}
+      tv, te = TaskData(train_val.pad_to(T)), TaskData(test.pad_to(T))
+      parts = {"train": tv.pairs(0, cfg.train_pairs), "val": tv.pairs(cfg.train_pairs, n),
+               "test": te}
+      splits[name] = {s: self._with_rms(d) for s, d in parts.items()}
     return splits
 
+  def _with_rms(self, data: TaskData) -> TaskData:
+    """Adds the unpruned model's ln_f normaliser at the scored positions (freeze_final_norm)."""
+    if not self.cfg.freeze_final_norm:
+      return data
+    rms_PS = self._final_rms(self.params, self.buffers, self.values,
+                             jnp.asarray(data.batch.tokens), jnp.asarray(data.batch.last))
+    return dataclasses.replace(data, rms=np.asarray(rms_PS))
+
+  def _evaluator(self, datas, **kw):
+    return self.model.loss_evaluator(datas, calibrated=self.cfg.bisect_on == "calibrated", **kw)
+
+  # ---------------------------------------------------------------- the whole pipeline
   def prune_tasks(self, names: list[str]) -> PruneResult:
     cfg, layout = self.cfg, self.layout
     splits = self.task_splits(names)
     ones = np.ones(layout.n_nodes, np.float32)
-    q = self.loss_queue()
-    tickets = {(n_, s): q.add(ones, splits[n_][s]) for n_ in names for s in ("val", "test")}
+    q = self.model.margins_queue()
+    tickets = {(n_, s): q.add(splits[n_][s], ones, None) for n_ in names for s in ("val", "test")}
     res = q.run()
-    full = {n_: {s: float(res[tickets[(n_, s)]]) for s in ("val", "test")} for n_ in names}
+    full = {n_: {s: numpy_loss(res[tickets[(n_, s)]]) for s in ("val", "test")} for n_ in names}
     solvable = [n_ for n_ in names if max(full[n_].values()) <= cfg.target_loss]
     unsolved = {n_: {"full_model_loss_val": full[n_]["val"],
                      "full_model_loss_test": full[n_]["test"]}
@@ -220,178 +296,384 @@ class Pruner:
                     f"{full[n_]['test']:.3f} > target {cfg.target_loss}); not pruned")
     if not solvable:
       return PruneResult({}, unsolved, self._summary({}, unsolved))
-
-    groups = [(n_, False) for n_ in solvable]
+    groups = _Groups(solvable, [splits[n_] for n_ in solvable],
+                     [full[n_]["val"] for n_ in solvable])
     if cfg.control:
-      groups += [(n_, True) for n_ in solvable]
-    group_data = []
-    for n_, control in groups:
-      d = splits[n_]
-      if control:
-        d = {s: shuffled_labels(a, _stable_seed(n_) + i) for i, (s, a) in enumerate(d.items())}
-      group_data.append(d)
-    stack = lambda split: {k: np.stack([g[split][k] for g in group_data])
-                           for k in group_data[0][split]}
-    pop = prune.make_population(cfg, len(groups), [_stable_seed(n_) + (1 << 24) * c
-                                                   for n_, c in groups])
-    self.progress(f"prune: {len(solvable)} tasks{' + their controls' if cfg.control else ''} × "
-                  f"{cfg.candidates} candidates = {len(pop)} members, {layout.n_nodes} nodes "
-                  f"each, {cfg.steps} steps")
+      for t, n_ in enumerate(solvable):
+        seed = _stable_seed(n_)
+        groups.splits.append({s: shuffled_labels(d, seed + i)
+                              for i, (s, d) in enumerate(splits[n_].items())})
+    timing, history = {}, {}
     t0 = time.time()
-    tau = prune.learn_masks(self.run.graphdef, self.params, self.buffers, layout, self.values,
-                            stack("train"), pop, cfg, self.progress)
-    train_secs = time.time() - t0
+    work = self._prune_nodes(groups, history)
+    timing["nodes_seconds"] = time.time() - t0
+    if cfg.edges:
+      t0 = time.time()
+      self._learn_edges(groups, work, history)
+      self._essential_edges(groups, work)
+      self._reduce_nodes(groups, work)
+      timing["edges_seconds"] = time.time() - t0
+      t0 = time.time()
+      self._clean_edges(groups, work)
+      timing["edge_cleanup_seconds"] = time.time() - t0
     t0 = time.time()
-    # Bisect the real tasks' members only; a control is judged at its task's circuit size.
-    val = stack("val")
-    real = np.nonzero(pop.group < len(solvable))[0]
-    val_rows = [{k_: v[g] for k_, v in val.items()} for g in pop.group[real]]
-
-    def evaluate(masks, members):
-      q = self.loss_queue()
-      for m, i in zip(np.asarray(masks), members):
-        q.add(m, val_rows[i])
-      return np.asarray(q.run())
-
-    k = np.full(len(pop), -1)
-    val_loss = np.full(len(pop), np.inf)
-    k[real], val_loss[real] = prune.bisect_k(evaluate, tau[real], cfg.target_loss,
-                                             layout.n_nodes, cfg.bisect_rtol,
-                                             cfg.bisect_grid)
-    self.progress(f"prune: circuit sizes bisected on held-out pairs ({time.time() - t0:.1f}s)")
-    circuits = self._circuits(solvable, splits, groups, group_data, pop, tau, k, val_loss, full)
+    self._cleanup(groups, work)
+    timing["cleanup_seconds"] = time.time() - t0
+    t0 = time.time()
+    circuits = self._report(groups, work, full)
+    timing["checks_seconds"] = time.time() - t0
     for name, c in circuits.items():
-      self.progress(f"prune: {name}: {c.n_nodes} nodes, {c.n_edges} edges, test loss "
-                    f"{c.metrics['loss']:.3f}")
-    summary = self._summary(circuits, unsolved)
-    summary["timing"] = {"mask_learning_seconds": train_secs}
+      self.progress(f"prune: {name}: {c.n_nodes} nodes, {c.n_edges} edges "
+                    f"({c.n_essential_edges} essential), test loss {c.metrics['loss']:.3f}")
+    summary = self._summary(circuits, unsolved, search={"strategy": cfg.search,
+                                                        "history": history}, timing=timing)
     return PruneResult(circuits, unsolved, summary)
 
-  def _best(self, members, k, val_loss) -> int:
-    return int(min(members, key=lambda m: (k[m] if k[m] >= 0 else 1 << 30, val_loss[m])))
+  # ---------------------------------------------------------------- the search (any units)
+  def _trainer(self, problem: "_Problem", slots, groups_of, data: TaskData, label: str):
+    model = self.model
+    member_loss = model.edge_member_loss if problem.kind == "edges" else model.node_member_loss
+    extra = None if problem.extra is None else search.take(problem.extra, np.asarray(slots))
+    return search.PopulationTrainer(member_loss, model.shared, data, groups_of, extra,
+                                    problem.valid[np.asarray(slots)],
+                                    self._settings(problem.steps), self.progress, label)
 
-  def _circuits(self, solvable, splits, groups, group_data, pop, tau, k, val_loss, full) -> dict:
-    cfg, layout = self.cfg, self.layout
-    losses, diffs = self.loss_queue(), self.diff_queue()
-    plans = {}
-    for name in solvable:
-      best = self._best(np.nonzero(pop.group == groups.index((name, False)))[0], k, val_loss)
-      kb = int(k[best])
-      mask = np.asarray(prune.topk_masks(jnp.asarray(tau[best][None]), jnp.asarray([kb])))[0]
-      nodes = {s: np.nonzero(m)[0].tolist() for s, m in layout.split(mask).items()}
-      test = splits[name]["test"]
-      plan = {"best": best, "k": kb, "mask": mask, "nodes": nodes,
-              "loss": losses.add(mask, test), "inverse": losses.add(1.0 - mask, test)}
-      rng = np.random.default_rng([cfg.seed, _stable_seed(name), 3])
-      plan["random"] = []
-      for _ in range(cfg.random_circuits):
-        rmask = np.zeros(layout.n_nodes, np.float32)
-        for s, o, w in zip(layout.sites, layout.offsets, layout.widths):
-          if nodes[s]:
-            rmask[o + rng.choice(w, len(nodes[s]), replace=False)] = 1.0
-        plan["random"].append(losses.add(rmask, test))
-      curve_ks = sorted({0, kb, layout.n_nodes} | {
-          int(round(x)) for x in np.geomspace(1, layout.n_nodes, 7)})
-      curve_masks = np.asarray(prune.topk_masks(
-          jnp.asarray(np.repeat(tau[best][None], len(curve_ks), 0)), jnp.asarray(curve_ks)))
-      plan["curve"] = [(k_, losses.add(m, test)) for k_, m in zip(curve_ks, curve_masks)]
-      if cfg.calibrate:
-        plan["diff_val"] = diffs.add(mask, splits[name]["val"])
-        plan["diff_test"] = diffs.add(mask, test)
-      if cfg.control:  # the control member with the same hyperparameters, at the same size
-        gi = groups.index((name, True))
-        cbest = int(np.nonzero(pop.group == gi)[0][np.nonzero(
-            pop.group == groups.index((name, False)))[0].tolist().index(best)])
-        cmask = np.asarray(prune.topk_masks(jnp.asarray(tau[cbest][None]), jnp.asarray([kb])))[0]
-        # Judged on as many training pairs as there are test pairs (one batch shape).
-        ctrl_train = {k_: v[:cfg.test_pairs] for k_, v in group_data[gi]["train"].items()}
-        plan["control"] = {"train": losses.add(cmask, ctrl_train),
-                           "test": losses.add(cmask, group_data[gi]["test"])}
-      plans[name] = plan
-    lres, dres = losses.run(), diffs.run()
+  def _evaluate_slots(self, groups: _Groups, problem: "_Problem", slots, pairs: int = 0):
+    """``evaluate(masks, members)`` for members on circuit slots ``slots`` (val pairs)."""
+    vals = [groups.splits[s]["val"] for s in slots]
+    if pairs:
+      vals = [d.pairs(0, pairs) for d in vals]
+    if problem.kind == "nodes":
+      return self._evaluator(vals)
+    return self._evaluator(vals, node_masks=[problem.node_masks[s] for s in slots],
+                           tables=[problem.tables[s] for s in slots])
+
+  def _fitness(self, groups: _Groups, problem: "_Problem", pop, tau):
+    """Cheap circuit size at the target on the first ``fitness_pairs`` val pairs (a coarse
+    bisection started from each member's units with τ > 0): (score (M,), smaller is better)."""
+    cfg = self.cfg
+    evaluate = self._evaluate_slots(groups, problem, pop.task, cfg.fitness_pairs)
+    n = problem.n_units[pop.task]
+    valid = problem.valid[pop.task]
+    full = None
+    if problem.full_val_loss is not None and cfg.fitness_pairs in (0, cfg.val_pairs):
+      full = problem.full_val_loss[pop.task]
+    start = ((tau > 0) & (valid > 0)).sum(1) if cfg.fitness_grid == 0 else None
+    k, loss = bisect_k(evaluate, tau, cfg.target_loss, n, rtol=cfg.fitness_rtol,
+                       grid=cfg.fitness_grid, valid_MN=valid, start=start, full_loss=full)
+    return np.where(k >= 0, k, n * (1.0 + loss)), k
+
+  def _search(self, groups: _Groups, problem: "_Problem") -> dict:
+    """Masks of ``candidates`` members per task, trained in rounds (PBT between them with
+    ``search="pbt"``); the best member per task by the fitness, and its lineage (the member it
+    continued in each round)."""
+    cfg, T, N = self.cfg, groups.n_tasks, problem.n_units_max
+    pop = population_lib.initial(problem.centres, problem.candidates, cfg.spread, cfg.seed,
+                                 [_stable_seed(f"{problem.kind}/{n_}") for n_ in groups.names])
+    self.progress(f"prune: {problem.kind}: {T} tasks × {problem.candidates} candidates = "
+                  f"{len(pop)} members, up to {N} units each, {problem.steps} steps × "
+                  f"{cfg.batch_pairs} pairs in {problem.rounds} round(s), search: {cfg.search}")
+    trainer = self._trainer(problem, pop.task, pop.group, groups.stacked("train"),
+                            f"prune {problem.kind}")
+    pops, sources, history = [pop], [], []
+
+    def adapt(state, pop_, r):
+      t0 = time.time()
+      score, _ = self._fitness(groups, problem, pop_, state[0])
+      new, source = population_lib.exploit_explore(pop_, score, r, fraction=cfg.pbt_fraction,
+                                                   perturb=cfg.pbt_perturb, seed=cfg.seed)
+      pops.append(new)
+      sources.append(source)
+      best = [int(score[pop_.members_of(t)].min()) for t in range(T)]
+      moved = int((source != np.arange(len(pop_))).sum())
+      self.progress(f"prune {problem.kind}: round {r + 1} fitness ({time.time() - t0:.1f}s): "
+                    f"best size per task median {int(np.median(best))}; {moved} members "
+                    f"continue from better ones")
+      history.append({"round": r + 1, "best_size": dict(zip(groups.names, best))})
+      return new, source, {}
+
+    state = search.init_state(pop, N)
+    state, pop, _ = search.run_rounds(trainer, state, pop, rounds=problem.rounds,
+                                      adapt=adapt if cfg.search == "pbt" else None)
+    tau = state[0]
+    if problem.candidates > 1:
+      t0 = time.time()
+      score, _ = self._fitness(groups, problem, pop, tau)
+      best = np.asarray([min(pop.members_of(t), key=lambda m: (score[m], m)) for t in range(T)])
+      self.progress(f"prune {problem.kind}: selection ({time.time() - t0:.1f}s): best size per "
+                    f"task median {int(np.median(score[best]))}")
+      history.append({"selection": dict(zip(groups.names, score[best].astype(int).tolist()))})
+    else:
+      best = np.asarray([pop.members_of(t)[0] for t in range(T)])
+    while len(pops) < len(search.round_steps(problem.steps, problem.rounds)):
+      pops.append(pop)  # no adaptation: the same population every round
+      sources.append(np.arange(len(pop)))
+    lineage = [best]
+    for source in reversed(sources):
+      lineage.insert(0, source[lineage[0]])
+    return {"pop": pop, "tau": tau, "best": best, "history": history, "pops": pops,
+            "lineage": lineage}
+
+  def _controls(self, groups: _Groups, problem: "_Problem", found: dict) -> np.ndarray:
+    """τ of every task's shuffled-label control: the chosen member's whole training — initial
+    τ, and in each round the hyperparameters and batch seed of the member whose state it
+    continued — replayed on the control's labels (the same search, nonsense labels)."""
+    T = groups.n_tasks
+    rounds = [p.subset(m) for p, m in zip(found["pops"], found["lineage"])]
+    rounds = [dataclasses.replace(p, group=np.asarray([groups.control_of(t) for t in range(T)],
+                                                       np.int32)) for p in rounds]
+    self.progress(f"prune {problem.kind}: shuffled-label controls: {T} members replay the "
+                  f"chosen members' training")
+    trainer = self._trainer(problem, [T + t for t in range(T)], rounds[0].group,
+                            groups.stacked("train"), f"prune {problem.kind} control")
+    adapt = lambda state, pop_, r: (rounds[r + 1], np.arange(T), {})
+    state, _, _ = search.run_rounds(trainer, search.init_state(rounds[0], problem.n_units_max),
+                                    rounds[0], rounds=len(rounds), adapt=adapt)
+    return state[0]
+
+  def _bisect_chosen(self, groups: _Groups, problem: "_Problem", tau_T) -> tuple:
+    """The chosen members' circuits bisected precisely on val: (k (T,), loss (T,))."""
+    cfg, T = self.cfg, groups.n_tasks
+    slots = np.arange(T)
+    return bisect_k(self._evaluate_slots(groups, problem, slots), tau_T, cfg.target_loss,
+                    problem.n_units[slots], rtol=cfg.bisect_rtol, grid=cfg.bisect_grid,
+                    valid_MN=problem.valid[slots])
+
+  # ---------------------------------------------------------------- stages
+  def _prune_nodes(self, groups: _Groups, history: dict) -> list["_Work"]:
+    """The node search, its controls and the bisection: one :class:`_Work` per task."""
+    cfg, T, N = self.cfg, groups.n_tasks, self.layout.n_nodes
+    problem = _Problem.nodes(cfg, N, [groups.full_val_loss[t % T] for t in range(2 * T)])
+    found = self._search(groups, problem)
+    history["nodes"] = found["history"]
+    control_tau = self._controls(groups, problem, found) if cfg.control else None
+    best = found["best"]
+    k, val_loss = self._bisect_chosen(groups, problem, found["tau"][best])
+    work = []
+    for t, name in enumerate(groups.names):
+      b = int(best[t])
+      size = int(k[t]) if k[t] >= 0 else N
+      lineage = [p.member(int(m[t])) for p, m in zip(found["pops"], found["lineage"])]
+      work.append(_Work(name, b, int(k[t]), float(val_loss[t]), found["tau"][b],
+                        topk_masks(found["tau"][b][None], [size])[0], size,
+                        None if control_tau is None else control_tau[t],
+                        hyperparameters=lineage))
+    self.progress(f"prune: node circuits bisected on held-out pairs: "
+                  f"{', '.join(str(w.k) for w in work)}")
+    return work
+
+  def _cleanup(self, groups: _Groups, work: list["_Work"]) -> None:
+    """Greedy single-node removals from every node circuit (all edges between its nodes kept)
+    while it stays at the target on val. With edge pruning, the nodes the essential edges touch
+    are not candidates: the essential circuit inside stays exactly as it was."""
+    cfg = self.cfg
+    if not cfg.cleanup or not cfg.cleanup_rounds:
+      return
+    vals = [groups.splits[t]["val"] for t in range(groups.n_tasks)]
+    removable = None
+    if cfg.edges:
+      removable = np.stack([1.0 - self.layout.mask_of(_group_nodes(self._touched(w)))
+                            for w in work]) > 0
+    res = greedy_cleanup(self._evaluator(vals), self.model.removal_estimator(vals),
+                         np.stack([w.node_mask for w in work]), cfg.target_loss,
+                         batch=cfg.cleanup_batch, max_rounds=cfg.cleanup_rounds,
+                         exhaustive=cfg.cleanup_exhaustive, removable_MN=removable,
+                         progress=self.progress, label="prune: clean-up")
+    for t, w in enumerate(work):
+      w.node_mask = res.masks[t]
+      w.notes["cleanup"] = {"removed": int(res.removed[t]), "converged": bool(res.converged[t]),
+                            "loss_val": float(res.losses[t])}
+
+  def _control_mask(self, w: "_Work") -> np.ndarray | None:
+    """The control at the task circuit's size: the control's top nodes by its τ."""
+    if w.control_tau is None:
+      return None
+    return topk_masks(w.control_tau[None], [int(w.node_mask.sum())])[0]
+
+  def _edge_lists(self, node_masks) -> list[list]:
+    return [circuit_edges(self.layout.nodes_of(m), self.run.params, self.model_cfg)
+            for m in node_masks]
+
+  def _edge_problem(self, work: list["_Work"], control_masks, full_val_loss=None) -> "_Problem":
+    """Edge masks over every task's node circuit (slots 0..T-1) and its control's (T..2T-1);
+    circuits with more than ``edge_max_edges`` edges get no units (not edge-pruned)."""
+    node_masks = [w.node_mask for w in work]
+    node_masks += [m if m is not None else w.node_mask for m, w in zip(control_masks, work)]
+    lists = self._edge_lists(node_masks)
+    for i, w in enumerate(work + work):
+      if w.edges_skipped or len(lists[i]) > self.cfg.edge_max_edges:
+        lists[i] = []
+    return _Problem.edges(self.cfg, node_masks, lists,
+                          edge_pruning.EdgeSets.build(lists, self.model_cfg), full_val_loss)
+
+  def _learn_edges(self, groups: _Groups, work: list["_Work"], history: dict) -> None:
+    """Edge τ inside every task's bisected node circuit (the edge search, as for nodes), and
+    inside its control's circuit of the same size (the chosen member's training replayed);
+    stored by edge key (slot, row, col)."""
+    cfg, T = self.cfg, groups.n_tasks
+    for w, edges in zip(work, self._edge_lists([w.node_mask for w in work])):
+      w.edges_skipped = len(edges) > cfg.edge_max_edges
+      if w.edges_skipped:
+        self.progress(f"prune: {w.name}: {len(edges)} edges > edge_max_edges "
+                      f"({cfg.edge_max_edges}); not edge-pruned")
+    problem = self._edge_problem(work, [self._control_mask(w) for w in work],
+                                 [w.val_loss for w in work] * 2)
+    found = self._search(groups, problem)
+    history["edges"] = found["history"]
+    tau = found["tau"][found["best"]]
+    control_tau = self._controls(groups, problem, found) if cfg.control else None
+    sets, lists = problem.sets, problem.lists
+    for t, w in enumerate(work):
+      w.edge_tau = {e.key: float(tau[t][j]) for e, j in zip(lists[t], sets.index[t])}
+      if control_tau is not None:
+        w.control_edge_tau = {e.key: float(control_tau[t][j])
+                              for e, j in zip(lists[T + t], sets.index[T + t])}
+      w.hyperparameters_edges = [p.member(int(m[t])) for p, m in zip(found["pops"],
+                                                                     found["lineage"])]
+
+  def _edge_tau(self, problem: "_Problem", work: list["_Work"]) -> np.ndarray:
+    """(T, E) learned τ of each task's node-circuit edges (by key; -inf where unknown)."""
+    tau = np.full((len(work), problem.sets.size), -np.inf, np.float32)
+    for t, w in enumerate(work):
+      tau[t, problem.sets.index[t]] = [w.edge_tau.get(e.key, -np.inf) for e in problem.lists[t]]
+    return tau
+
+  def _essential_edges(self, groups: _Groups, work: list["_Work"]) -> None:
+    """Per task, the smallest top-k set of its node circuit's edges by τ at the target (val)."""
+    T = groups.n_tasks
+    problem = self._edge_problem(work, [None] * T)
+    tau = self._edge_tau(problem, work)
+    k, _ = self._bisect_chosen(groups, problem, tau)
+    n = problem.n_units[:T]
+    keep = topk_masks(tau, np.where(k >= 0, k, n), problem.valid[:T])
+    full_lists = self._edge_lists([w.node_mask for w in work])
+    for t, w in enumerate(work):
+      w.edge_list = full_lists[t]
+      w.essential = {problem.lists[t][i].key for i in problem.sets.chosen(t, keep[t])}
+      if w.edges_skipped:
+        w.essential = {e.key for e in full_lists[t]}
+      w.notes["edges"] = {"paper_comparable_in_bisected_circuit": len(full_lists[t]),
+                          "bisected": len(w.essential), "skipped": w.edges_skipped}
+    self.progress(f"prune: edges bisected: {', '.join(str(len(w.essential)) for w in work)} "
+                  f"(of {', '.join(map(str, n))})")
+
+  @staticmethod
+  def _touched(w: "_Work") -> set:
+    """(site, index) of the nodes an essential edge of ``w`` touches."""
+    edges = [e for e in w.edge_list if e.key in w.essential]
+    return {(e.src, e.src_index) for e in edges} | {(e.dst, e.dst_index) for e in edges}
+
+  def _reduce_nodes(self, groups: _Groups, work: list["_Work"]) -> None:
+    """The node circuit without the nodes no essential edge touches (they carry nothing through
+    the circuit's matrices), where that circuit — every edge between its nodes kept — stays at
+    the target on val."""
+    cfg, T = self.cfg, groups.n_tasks
+    reduced = [self.layout.mask_of(_group_nodes(self._touched(w))) for w in work]
+    vals = [groups.splits[t]["val"] for t in range(T)]
+    losses = self._evaluator(vals)(np.stack(reduced), np.arange(T))
+    for t, w in enumerate(work):
+      adopted = bool(reduced[t].sum() < w.node_mask.sum() and losses[t] <= cfg.target_loss)
+      w.notes["node_reduction"] = {"nodes_before": int(w.node_mask.sum()),
+                                   "nodes_after": int(reduced[t].sum()),
+                                   "loss_val": float(losses[t]), "adopted": adopted}
+      if adopted:
+        w.node_mask = reduced[t]
+    self.progress(f"prune: node circuits reduced to the nodes their essential edges touch: "
+                  f"{', '.join(str(int(w.node_mask.sum())) for w in work)} "
+                  f"({sum(w.notes['node_reduction']['adopted'] for w in work)} of {T} adopted)")
+
+  def _clean_edges(self, groups: _Groups, work: list["_Work"]) -> None:
+    """Greedy single-edge removals from every essential edge set (inside its node circuit)
+    while it stays at the target on val."""
+    cfg, T = self.cfg, groups.n_tasks
+    if not cfg.edge_cleanup or not cfg.cleanup_rounds:
+      return
+    problem = self._edge_problem(work, [None] * T)
+    keep = np.stack([problem.sets.keep_of(t, [i for i, e in enumerate(problem.lists[t])
+                                              if e.key in w.essential])
+                     for t, w in enumerate(work)])
+    slots = np.arange(T)
+    vals = [groups.splits[t]["val"] for t in slots]
+    clean = greedy_cleanup(
+        self._evaluate_slots(groups, problem, slots),
+        self.model.removal_estimator(vals, node_masks=problem.node_masks[:T],
+                                     tables=problem.tables[:T]),
+        keep, cfg.target_loss, batch=cfg.cleanup_batch, max_rounds=cfg.cleanup_rounds,
+        exhaustive=cfg.cleanup_exhaustive, progress=self.progress, label="prune: edge clean-up")
+    for t, w in enumerate(work):
+      if w.edges_skipped:
+        continue
+      w.essential = {problem.lists[t][i].key for i in problem.sets.chosen(t, clean.masks[t])}
+      w.notes["edges"].update(essential=len(w.essential),
+                              cleanup_converged=bool(clean.converged[t]))
+    self.progress(f"prune: essential edges: {', '.join(str(len(w.essential)) for w in work)}")
+
+  def _report(self, groups: _Groups, work: list["_Work"], full) -> dict[str, Circuit]:
+    """Checks on test pairs of every node circuit and its essential-edge circuit, as Circuits."""
+    cfg, layout, T = self.cfg, self.layout, groups.n_tasks
+    control_masks = [self._control_mask(w) for w in work]
+    lists = self._edge_lists([w.node_mask for w in work])
+    ctrl_lists = [l if m is not None else [] for m, l in zip(
+        control_masks, self._edge_lists([m if m is not None else w.node_mask
+                                         for m, w in zip(control_masks, work)]))]
+    edge_pruned = cfg.edges
+    # Circuits not edge-pruned (too many edges) are their own essential circuit: left out of the
+    # edge tables (which are padded to the largest), their essential metrics are the node ones.
+    pruned = [edge_pruned and not w.edges_skipped for w in work]
+    sets = edge_pruning.EdgeSets.build(
+        [l if p else [] for l, p in zip(lists + ctrl_lists, pruned + pruned)],
+        self.model_cfg) if edge_pruned else None
+    subjects, essential, essential_of = [], [], {}
+    for t, (w, name) in enumerate(zip(work, groups.names)):
+      seed = int(_stable_seed(name)) + cfg.seed
+      control = None
+      if control_masks[t] is not None:
+        control = checks_lib.Subject(f"{name}/control", control_masks[t],
+                                     groups.splits[groups.control_of(t)])
+      subjects.append(checks_lib.Subject(name, w.node_mask, groups.splits[t], None, control,
+                                         w.tau, seed))
+      if pruned[t]:
+        essential_of[t] = len(essential)
+        keep = sets.keep_of(t, [i for i, e in enumerate(lists[t]) if e.key in w.essential])
+        ctrl_e = None
+        if control is not None:
+          n_keep = int(keep.sum())
+          score = np.asarray([w.control_edge_tau.get(e.key, -np.inf) for e in ctrl_lists[t]])
+          order = np.argsort(-score, kind="stable")[:n_keep]
+          ctrl_e = dataclasses.replace(control, edge_mask=EdgeMask(
+              sets.tables[T + t], sets.keep_of(T + t, order)))
+        essential.append(checks_lib.Subject(name, w.node_mask, groups.splits[t],
+                                            EdgeMask(sets.tables[t], keep), ctrl_e, None, seed))
+    ctx = checks_lib.Context(layout, cfg.target_loss, cfg.calibrate, cfg.random_circuits,
+                             cfg.test_pairs)
+    metrics = checks_lib.run_checks(ctx, subjects + essential, self.model.margins_queue())
     circuits = {}
-    for name, plan in plans.items():
-      best = plan["best"]
-      metrics = {"loss": float(lres[plan["loss"]]), "loss_val": float(val_loss[best]),
-                 "full_model_loss": full[name]["test"],
-                 "inverse_loss": float(lres[plan["inverse"]]), "target_loss": cfg.target_loss}
-      if cfg.calibrate:
-        scale, shift = fit_logit_calibration(dres[plan["diff_val"]])
-        metrics["loss_calibrated"] = float(calibrated_loss(dres[plan["diff_test"]], scale, shift))
-        metrics["calibration"] = {"scale": scale, "shift": shift}
-      if plan["random"]:
-        rand = [float(lres[t]) for t in plan["random"]]
-        metrics["random_circuit_losses"] = rand
-        metrics["random_circuit_loss_mean"] = float(np.mean(rand))
-      if "control" in plan:
-        c = plan["control"]
-        c_train, c_test = float(lres[c["train"]]), float(lres[c["test"]])
-        metrics["control"] = {
-            "kind": "shuffled_labels", "nodes": plan["k"], "loss_train": c_train,
-            "loss_test": c_test, "solves_train": bool(c_train <= cfg.target_loss),
-            "solves_test": bool(c_test <= cfg.target_loss)}
-      metrics["pruning_curve"] = [[k_, float(lres[t])] for k_, t in plan["curve"]]
-      edges, links = find_edges(plan["nodes"], self.run.params, self.model_cfg)
-      info = {"hyperparameters": pop.member(best), "member": best, "k": plan["k"],
+    for t, (w, name) in enumerate(zip(work, groups.names)):
+      m = metrics[t]
+      m["full_model_loss"] = full[name]["test"]
+      m["loss_val"] = w.val_loss
+      m["bisected"] = {"nodes": w.bisected}
+      m.update(w.notes)
+      nodes = layout.nodes_of(w.node_mask)
+      edges, links = find_edges(nodes, self.run.params, self.model_cfg)
+      if edge_pruned:
+        m["essential"] = (metrics[T + essential_of[t]] if t in essential_of else
+                          {k: v for k, v in m.items() if k in report.ROW_KEYS} | {
+                              "not_edge_pruned": True})
+        for e, d in zip(lists[t], edges):
+          d["essential"] = e.key in w.essential
+      info = {"edge_pruned": pruned[t], "hyperparameters_by_round": w.hyperparameters,
+              "member": w.member, "k": w.k,
+              "edge_hyperparameters_by_round": w.hyperparameters_edges,
               "n_nodes_total": layout.n_nodes, "ablation": cfg.ablation,
-              "freeze_final_norm": cfg.freeze_final_norm, "run": self.run.workdir,
-              "step": self.run.step, "pairs": {"train": cfg.train_pairs, "val": cfg.val_pairs,
-                                               "test": cfg.test_pairs}}
-      circuits[name] = Circuit(name, plan["nodes"], edges, links, metrics, info)
+              "freeze_final_norm": cfg.freeze_final_norm, "bisect_on": cfg.bisect_on,
+              "run": self.run.workdir, "step": self.run.step,
+              "pairs": {"train": cfg.train_pairs, "val": cfg.val_pairs, "test": cfg.test_pairs}}
+      circuits[name] = Circuit(name, nodes, edges, links, m, info)
     return circuits
 
-  def _summary(self, circuits: dict, unsolved: dict) -> dict:
-    rows = {}
-    for name, c in circuits.items():
-      m = c.metrics
-      rows[name] = {"nodes": c.n_nodes, "edges": c.n_edges, "loss": m["loss"],
-                    "loss_calibrated": m.get("loss_calibrated"),
-                    "full_model_loss": m["full_model_loss"], "inverse_loss": m["inverse_loss"],
-                    "random_circuit_loss_mean": m.get("random_circuit_loss_mean"),
-                    "control": m.get("control")}
-    return {"tasks": rows, "unsolved": unsolved,
-            "geometric_mean_edges": geometric_mean_edges(list(circuits.values())),
-            "config": dataclasses.asdict(self.cfg), "run": self.run.workdir,
-            "step": self.run.step}
-
-
-# ------------------------------------------------------------------ calibration
-def calibrated_loss(diffs_P2, scale, shift):
-  """Task loss with logit difference d → scale·d + shift (A wants d > 0, B wants d < 0)."""
-  d = scale * jnp.asarray(diffs_P2) + shift
-  return (jax.nn.softplus(-d[:, 0]) + jax.nn.softplus(d[:, 1])).mean() / 2
-
-
-CALIBRATION_RIDGE = 1e-2
-
-
-def fit_logit_calibration(diffs_P2, steps: int = 16) -> tuple[float, float]:
-  """Scale and shift of the circuit's final logits fitted with 16 L-BFGS steps (paper §A.5).
-
-  In a binary loss over two tokens only their logit difference matters, so the fit acts on it: a
-  scale (how sharp) and a shift (towards completion A's token). A small ridge penalty towards
-  (1, 0) keeps the fit finite when the held-out pairs are perfectly separated (the unpenalised
-  optimum is then an infinite scale)."""
-  scale, shift = _fit_calibration(jnp.asarray(diffs_P2, jnp.float32), steps)
-  return float(scale), float(shift)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _fit_calibration(diffs, steps):
-  fn = lambda p: calibrated_loss(diffs, p[0], p[1]) + CALIBRATION_RIDGE * (
-      (p[0] - 1.0) ** 2 + p[1] ** 2)
-  opt = optax.lbfgs()
-  value_and_grad = optax.value_and_grad_from_state(fn)
-
-  def step(_, carry):
-    params, state = carry
-    value, grad = value_and_grad(params, state=state)
-    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fn)
-    return optax.apply_updates(params, updates), state
-
-  params = jnp.array([1.0, 0.0])
-  params, _ = jax.lax.fori_loop(0, steps, step, (params, opt.init(params)))
-  return params[0], params[1]
+  def _summary(self, circuits: dict, unsolved: dict, **extra) -> dict:
+    return report.summary(circuits, unsolved, self.cfg, self.run.workdir, self.run.step, **extra)
 
 
 def write_outputs(result: PruneResult, out_dir: str) -> None:
@@ -409,22 +691,4 @@ def write_outputs(result: PruneResult, out_dir: str) -> None:
 
 
 def format_summary(result: PruneResult) -> str:
-  s = result.summary
-  lines = [f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>7} {'calib':>7} {'full':>7} "
-           f"{'inverse':>8} {'random':>7} {'control(train/test)':>20}"]
-  for name, r in s["tasks"].items():
-    ctrl = r.get("control")
-    ctrl_s = (f"{ctrl['loss_train']:.3f}/{ctrl['loss_test']:.3f}"
-              + (" SOLVES" if ctrl["solves_train"] else "")) if ctrl else "-"
-    fmt = lambda x: f"{x:.3f}" if x is not None else "-"
-    lines.append(f"{name:<28} {r['nodes']:>6} {r['edges']:>6} {fmt(r['loss']):>7} "
-                 f"{fmt(r['loss_calibrated']):>7} {fmt(r['full_model_loss']):>7} "
-                 f"{fmt(r['inverse_loss']):>8} {fmt(r['random_circuit_loss_mean']):>7} "
-                 f"{ctrl_s:>20}")
-  for name, u in s["unsolved"].items():
-    lines.append(f"{name:<28} {'not solved by the full model (test loss '}"
-                 f"{u['full_model_loss_test']:.3f})")
-  gm = s["geometric_mean_edges"]
-  lines.append(f"geometric mean of edges over {len(s['tasks'])} circuits: "
-               f"{gm:.1f}" if gm is not None else "no circuits")
-  return "\n".join(lines)
+  return report.format_summary(result.summary)
