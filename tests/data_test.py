@@ -222,3 +222,11 @@ def test_a_damaged_manifest_is_named(tmp_path):
   with pytest.raises(FileFormatError, match=rf"^{d / 'manifest.json'}: not a data manifest "
                      r"\(KeyError: 'sources'\)"):
     data.load(str(d))
+
+
+def test_global_batch_does_not_depend_on_the_process_count():
+  tokens = np.arange(10_000, dtype=np.uint16)
+  whole = data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3).batch(7)
+  parts = [data.BatchSampler(tokens, batch_size=8, seq_len=16, seed=3, process_index=i,
+                             process_count=4).batch(7) for i in range(4)]
+  np.testing.assert_array_equal(np.concatenate(parts), whole)

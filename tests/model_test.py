@@ -294,3 +294,141 @@ def test_sequence_longer_than_block_size_is_an_error():
   cfg, model = build()
   with pytest.raises(ValueError, match="exceeds block_size 32"):
     model(tokens(shape=(1, 33)))
+
+
+# ------------------------------------------------------------------ throughput options
+def _loss_and_grads(cfg, toks, interventions=None, **changes):
+  model = GPT(cfg, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg.replace(**changes), rngs=nnx.Rngs(0))))
+
+  def loss(params):
+    m = nnx.merge(graphdef, params, rest)
+    return jnp.mean(jnp.sin(m(toks, interventions=interventions)))
+
+  return jax.jit(jax.value_and_grad(loss))(params)
+
+
+def _assert_same(a, b, rtol=1e-5, atol=1e-7):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def _whiles(fn, *args) -> int:
+  return jax.jit(fn).lower(*args).compile().as_text().count(" while(")
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "qkv_abstopk", "none"])
+def test_remat_policies_give_the_same_gradients(policy):
+  cfg = tiny_config(afrac=0.5, afrac_loctypes=ALL_LOCTYPES, sink=True)
+  toks = tokens()
+  want = _loss_and_grads(cfg, toks)
+  got = _loss_and_grads(cfg, toks, grad_checkpointing=True, remat_policy=policy)
+  _assert_same(got, want)
+
+
+def test_remat_never_recomputes_the_abstopk_selection():
+  """Each AbsTopK site runs its search loop(s) once per step, with or without remat."""
+  cfg = tiny_config(afrac=0.5, afrac_loctypes="attn_in,mlp_neuron", compute_dtype="bfloat16")
+  model = GPT(cfg, rngs=nnx.Rngs(0))
+  _, params, rest = nnx.split(model, nnx.Param, ...)
+  toks = tokens()
+
+  def grad_fn(policy):
+    c = cfg.replace(grad_checkpointing=True, remat_policy=policy)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: GPT(c, rngs=nnx.Rngs(0))))
+    return jax.grad(lambda p: jnp.mean(nnx.merge(graphdef, p, rest)(toks)))
+
+  n_sites = 2 * cfg.n_layer  # bf16 rows: one search loop per site
+  assert _whiles(grad_fn("none"), params) == n_sites
+  for policy in ("full", "dots", "qkv_abstopk"):
+    assert _whiles(grad_fn(policy), params) == n_sites, policy
+
+
+@pytest.mark.parametrize("sink", [False, True])
+def test_fused_attention_matches_the_einsum_reference(sink):
+  cfg = tiny_config(sink=sink, attention_impl="einsum")
+  model = GPT(cfg, rngs=nnx.Rngs(0))
+  if sink:
+    for b, blk in enumerate(model.blocks):
+      blk.attn.sink_logit[...] = jnp.array([0.5, -1.0, 2.0, 0.0]) * (b + 1)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  fused = nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg.replace(attention_impl="xla"),
+                                                  rngs=nnx.Rngs(0))))
+  toks = tokens()
+
+  def loss(params, g):
+    return jnp.mean(jnp.sin(nnx.merge(g, params, rest)(toks)))
+
+  want = jax.value_and_grad(loss)(params, graphdef)
+  got = jax.value_and_grad(loss)(params, fused)
+  _assert_same(got, want, rtol=1e-4, atol=1e-6)
+  if sink:  # the sink logits get their gradient through the fused kernel
+    assert np.abs(np.asarray(got[1]["blocks"][0]["attn"]["sink_logit"])).max() > 1e-6
+
+
+def test_auto_settings_resolve_by_backend_on_cpu():
+  from sparsejax.model import gpt
+  cfg = tiny_config()
+  assert cfg.compute_dtype == "auto" and GPT(cfg, rngs=nnx.Rngs(0)).compute_dtype == jnp.float32
+  assert gpt.resolve_attention(cfg, jnp.bfloat16) == "einsum"
+  assert gpt.resolve_attention(cfg.replace(attention_impl="xla"), jnp.bfloat16) == "xla"
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_layers_match_the_python_loop(remat):
+  cfg = tiny_config(n_layer=3, afrac=0.5, afrac_loctypes="attn_q,mlp_neuron", sink=True,
+                    grad_checkpointing=remat)
+  toks = tokens()
+  # Interventions at every layer (as pruning does): stacked into the scan.
+  every = {f"{l}.mlp.post_act": sites.Intervention(jnp.ones(cfg.mlp_dim).at[l::5].set(0.0), 0.1)
+           for l in range(3)}
+  every["1.attn.q"] = sites.Intervention(jnp.ones(cfg.attn_dim).at[3].set(0.0), -0.5)
+  for ivs in (None, every):
+    want = _loss_and_grads(cfg, toks, ivs, scan_layers=False)
+    got = _loss_and_grads(cfg, toks, ivs, scan_layers=True)
+    _assert_same(got, want)
+
+
+def test_scanned_layers_keep_the_public_forward_api():
+  cfg, model = build(n_layer=3, d_pos_emb=8, scan_layers=True)
+  _, ref = build(n_layer=3, d_pos_emb=8, scan_layers=False)
+  toks = tokens(shape=(4, 16))
+  pos = jnp.array([15, 0, 7, 3])
+  iv = {"2.mlp.post_act": sites.Intervention(jnp.ones(cfg.mlp_dim).at[::3].set(0.0), 0.2)}
+  np.testing.assert_allclose(np.asarray(model(toks, interventions=iv, positions_B=pos)),
+                             np.asarray(ref(toks, interventions=iv, positions_B=pos)), atol=1e-5)
+  for s in (0, 1, 3, 6):
+    resid = model.resid_before(toks, s, interventions=iv)
+    np.testing.assert_allclose(np.asarray(resid), np.asarray(ref.resid_before(toks, s, interventions=iv)),
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(model.logits_from(resid, s, toks, interventions=iv)),
+                               np.asarray(ref(toks, interventions=iv)), atol=1e-5)
+  names = ["1.attn.q", "2.resid_mid"]
+  _, cache = model.run_with_cache(toks, names)
+  _, want = ref.run_with_cache(toks, names)
+  for n in names:
+    np.testing.assert_allclose(np.asarray(cache[n]), np.asarray(want[n]), atol=1e-6)
+
+
+def test_with_config_changes_only_the_settings():
+  from sparsejax.model.gpt import merge, with_config
+  cfg, model = build(grad_checkpointing=True, afrac=0.5, afrac_loctypes="mlp_neuron")
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  plain = with_config(graphdef, params, rest, grad_checkpointing=False)
+  m = merge(plain, params, rest)
+  assert m.config.grad_checkpointing is False and m.config.afrac == 0.5
+  np.testing.assert_array_equal(np.asarray(m(tokens())), np.asarray(model(tokens())))
+
+
+def test_auto_attention_falls_back_when_cudnn_refuses(monkeypatch):
+  """On CPU cuDNN refuses while tracing: "auto" (as if it had picked cuDNN) falls back to the
+  einsum, an explicit "cudnn" reports the refusal."""
+  from sparsejax.model import gpt
+  cfg, model = build()
+  want = np.asarray(model(tokens()))
+  monkeypatch.setattr(gpt, "resolve_attention", lambda cfg, dtype: "cudnn")
+  np.testing.assert_array_equal(np.asarray(model(tokens())), want)
+  _, explicit = build(attention_impl="cudnn")
+  with pytest.raises(RuntimeError, match="cuDNN"):
+    explicit(tokens())

@@ -171,3 +171,48 @@ def test_dense_baseline_chain_has_no_projection(params):
   p = optax.apply_updates(params, updates)
   w = np.asarray(p["blocks"][0]["mlp"]["c_fc"]["kernel"])
   assert np.count_nonzero(w) == w.size
+
+
+def _keep_state(state):
+  return [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optim.KeepTopkState))
+          if isinstance(s, optim.KeepTopkState)][0]
+
+
+def test_warm_started_projection_is_exact_and_takes_fewer_passes(params):
+  """The projection's search starts at the previous step's thresholds (kept in the optimizer
+  state): same parameters as a search from scratch every step, in fewer passes; a bracket miss
+  (thresholds far from the answer) still gives the exact projection."""
+  kw = dict(target_density=1 / 8, embed_density_factor=2, min_alive=2, anneal_start=0.1,
+            anneal_end=0.5, candidates_per_pass=7)
+  o_cfg = optim.OptimConfig(lr=0.05)
+  txs = {w: optim.sparse_adam(o_cfg, sp.SparsityConfig(warm_start=w, **kw), TOTAL)
+         for w in (True, False)}
+  updates = {w: jax.jit(tx.update) for w, tx in txs.items()}
+  states = {w: tx.init(params) for w, tx in txs.items()}
+  ps = {True: params, False: params}
+  passes = {True: 0, False: 0}
+  for t in range(8):
+    g = random_grads(params, 200 + t)
+    for w in (True, False):
+      u, states[w] = updates[w](g, states[w], ps[w])
+      ps[w] = optax.apply_updates(ps[w], u)
+      passes[w] += int(_keep_state(states[w]).passes)
+    for a, b in zip(jax.tree.leaves(ps[True]), jax.tree.leaves(ps[False])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"step {t}")
+  assert passes[True] < passes[False], passes
+  # Misses: thresholds of other matrices, all zero, all +inf.
+  keep = _keep_state(states[True])
+  g = random_grads(params, 300)
+  u_cold, _ = updates[False](g, states[False], ps[False])
+  want = optax.apply_updates(ps[False], u_cold)
+  for bad in (keep.threshold[::-1], jnp.zeros_like(keep.threshold),
+              jnp.full_like(keep.threshold, 0x7F800000)):
+    is_keep = lambda x: isinstance(x, optim.KeepTopkState)
+    state = jax.tree.map(lambda x: x._replace(threshold=bad) if is_keep(x) else x, states[True],
+                         is_leaf=is_keep)
+    u, new_state = updates[True](g, state, ps[True])
+    got = optax.apply_updates(ps[True], u)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(_keep_state(new_state).l0) == int(_keep_state(
+        updates[False](g, states[False], ps[False])[1]).l0)

@@ -1,4 +1,5 @@
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -135,3 +136,88 @@ def test_min_alive_budget_smaller_than_forced_still_selects_k():
   w = make_data("normal", (10, 30), 2)
   mask = topk.weight_topk_mask(jnp.asarray(w), 50, min_alive=4, min_alive_axis=0)  # 120 forced
   assert int(mask.sum()) == 50
+
+
+# ------------------------------------------------------------------ branch-free selection
+def _primitives(jaxpr) -> set:
+  """Names of every primitive in a jaxpr, nested jaxprs included."""
+  out = set()
+  for eqn in jaxpr.eqns:
+    out.add(eqn.primitive.name)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      out |= _primitives(sub)
+  return out
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+@pytest.mark.parametrize("width", [5, 100, 1024])
+@pytest.mark.parametrize("candidates", [1, 15])
+def test_row_topk_is_exact_with_heavy_ties(dtype, width, candidates):
+  rng = np.random.default_rng(width + candidates)
+  # Few distinct magnitudes, both signs, zeros: most rows need the lowest-index tie-break.
+  x = (rng.integers(-3, 4, size=(6, width)) * 0.5).astype(np.float32)
+  x[0] = 0.0
+  x = jnp.asarray(x).astype(dtype)
+  for k in sorted({1, width // 3, width - 1} - {0}):
+    mask = np.asarray(topk.row_topk_mask(x, k, candidates_per_pass=candidates))
+    assert (mask.sum(-1) == k).all(), k
+    np.testing.assert_array_equal(mask, oracle_mask(x, k, axes=(-1,)), err_msg=f"k={k}")
+
+
+def test_selection_has_no_conditionals():
+  """AbsTopK and the projection contain no lax.cond (on XLA:GPU each one is a host round trip)."""
+  x = jnp.ones((4, 32), jnp.bfloat16)
+  w = jnp.ones((16, 8))
+  for fn, args in [(lambda x: topk.abs_topk(x, 8), (x,)),
+                   (lambda x: topk.topk_mask(x.astype(jnp.float32), 8, axes=(-1,)), (x,)),
+                   (lambda w: topk.weight_topk_mask(w, 20, min_alive=2, min_alive_axis=0), (w,)),
+                   (lambda w: topk.topk_masks_many([w, w[:4]], jnp.array([20, 3]), hi=2**31 - 1,
+                                                   warm=jnp.array([5, 6])).masks, (w,))]:
+    prims = _primitives(jax.make_jaxpr(fn)(*args).jaxpr)
+    assert "cond" not in prims, prims
+
+
+def _many_oracle(arrays, ks):
+  return [oracle_mask(a, k) if k else np.zeros(a.shape, bool) for a, k in zip(arrays, ks)]
+
+
+@pytest.mark.parametrize("candidates", [1, 2, 3, 7])
+def test_topk_masks_many_matches_one_matrix_at_a_time(candidates):
+  rng = np.random.default_rng(candidates)
+  arrays = [rng.normal(size=(13, 7)).astype(np.float32),
+            np.round(rng.normal(size=(20, 9)), 1).astype(np.float32),  # ties
+            rng.normal(size=(31,)).astype(np.float32),
+            np.zeros((4, 4), np.float32)]  # all tied at 0
+  ks = [40, 100, 0, 9]
+  keys = [topk.magnitude_bits(jnp.asarray(a))[0] for a in arrays]
+  for warm in (None, jnp.zeros(4, jnp.int32)):
+    out = topk.topk_masks_many(keys, jnp.asarray(ks), hi=0x7F800000,
+                               candidates_per_pass=candidates, warm=warm)
+    for got, want, k in zip(out.masks, _many_oracle(arrays, ks), ks):
+      assert int(np.asarray(got).sum()) == k
+      np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_warm_start_takes_fewer_passes_and_a_bracket_miss_stays_exact():
+  rng = np.random.default_rng(0)
+  arrays = [rng.normal(size=(64, 48)).astype(np.float32) for _ in range(3)]
+  ks = jnp.asarray([300, 50, 1000])
+  keys = [topk.magnitude_bits(jnp.asarray(a))[0] for a in arrays]
+  search = jax.jit(lambda keys, warm: topk.topk_masks_many(keys, ks, hi=0x7F800000,
+                                                           candidates_per_pass=7, warm=warm))
+  cold = topk.topk_masks_many(keys, ks, hi=0x7F800000, candidates_per_pass=7)
+  fixed = int(cold.passes)
+  assert fixed == topk.num_bisection_passes(0x7F800000, 7)
+  # Warm from the exact thresholds of slightly different weights (the next optimizer step).
+  moved = [a * (1 + 1e-3 * rng.normal(size=a.shape)).astype(np.float32) for a in arrays]
+  moved_keys = [topk.magnitude_bits(jnp.asarray(a))[0] for a in moved]
+  warm = search(moved_keys, cold.thresholds)
+  assert int(warm.passes) < fixed / 2, (int(warm.passes), fixed)
+  # A miss: thresholds far off (the magnitudes of other matrices, or 0, or +inf).
+  for bad in (jnp.zeros(3, jnp.int32), jnp.full(3, 0x7F800000, jnp.int32),
+              cold.thresholds[::-1]):
+    out = search(moved_keys, bad)
+    for got, a, k in zip(out.masks, moved, np.asarray(ks)):
+      np.testing.assert_array_equal(np.asarray(got), oracle_mask(a, int(k)))
+  for got, a, k in zip(warm.masks, moved, np.asarray(ks)):
+    np.testing.assert_array_equal(np.asarray(got), oracle_mask(a, int(k)))

@@ -49,7 +49,7 @@ from sparsejax.circuits.evaluate import CircuitModel, EdgeMask, TaskData, stack
 from sparsejax.circuits.graph import Circuit, find_edges
 from sparsejax.circuits.prune import PruneConfig
 from sparsejax.data import dataset as data_lib
-from sparsejax.model.gpt import merge, rms
+from sparsejax.model.gpt import merge, rms, with_config
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import encode_pairs
 from sparsejax.train.runs import TrainedRun
@@ -188,7 +188,14 @@ class Pruner:
     self.layout = masks.NodeLayout.for_model(self.model_cfg)
     params, buffers = jax.device_put(run.params), jax.device_put(run.buffers)
     values, input_means = self._ablation_values(params, buffers)
-    self.model = CircuitModel(run.graphdef, params, buffers, self.model_cfg, values, input_means)
+    # Mask learning differentiates through activations only, so rematerialisation inherited from
+    # training adds ~49 % FLOPs (main's throughput work): drop it where the backend reports no
+    # memory limit (CPU). With a limit it is kept (main decides per member from XLA's memory
+    # estimate; that plan is not yet ported into the split search).
+    graphdef = run.graphdef
+    if self.model_cfg.grad_checkpointing and search._memory_budget(self._settings(1)) is None:
+      graphdef = with_config(graphdef, params, buffers, grad_checkpointing=False)
+    self.model = CircuitModel(graphdef, params, buffers, self.model_cfg, values, input_means)
     # One compile for the life of the pruner (not one per call).
     self._final_rms = jax.jit(functools.partial(_final_rms, run.graphdef, self.layout))
 

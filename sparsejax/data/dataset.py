@@ -387,10 +387,15 @@ class BatchSampler:
     self.process_index = process_index
 
   def batch(self, step: int) -> np.ndarray:
-    """This process's rows for ``step``: int32 (batch_size / process_count, seq_len + 1)."""
-    rng = np.random.default_rng([self.seed, step, self.process_index])
+    """This process's rows for ``step``: int32 (batch_size / process_count, seq_len + 1).
+
+    The global batch of a step is the same whatever the number of processes (each takes its own
+    slice of it), so a run resumed on another number of hosts sees the same data.
+    """
+    rng = np.random.default_rng([self.seed, step, 0])
     # A position uniform over all valid window starts, then the shard it falls in.
-    flat = rng.integers(0, self.starts.sum(), size=self.local_batch)
+    first = self.process_index * self.local_batch
+    flat = rng.integers(0, self.starts.sum(), size=first + self.local_batch)[first:]
     bounds = np.cumsum(self.starts)
     which = np.searchsorted(bounds, flat, side="right")
     offsets = flat - (bounds[which] - self.starts[which])

@@ -7,9 +7,10 @@ Field names, defaults and meanings follow OpenAI's ``circuit_sparsity`` ``GPTCon
 The official ``GPTConfig`` is a dataclass that rejects unknown keywords, so
 :func:`save_beeg_config` writes only the official fields (:data:`OFFICIAL_FIELDS`, plus the keys
 the official ``load_model`` pops before building it) to ``beeg_config.json``; everything else —
-sparsejax-only fields (``nope``, ``compute_dtype``, ...) and keys of released configs that no field
-matches (``pfrac``, ``expansion_factor``, ...) — goes to a side file
-``beeg_config.sparsejax.json`` next to it. :func:`load_beeg_config` reads both, so a save → load
+sparsejax-only fields (the "sparsejax fields" block of :class:`GPTConfig`: ``nope``,
+``compute_dtype``, ``remat_policy``, ``attention_impl``, ``scan_layers``,
+``abstopk_candidates``) and keys of released configs that no field matches (``pfrac``,
+``expansion_factor``, ...) — goes to a side file ``beeg_config.sparsejax.json`` next to it. :func:`load_beeg_config` reads both, so a save → load
 round trip loses nothing. Keys neither side knows are kept in ``GPTConfig.extra`` and reported.
 """
 
@@ -71,7 +72,9 @@ LOADER_POPPED_KEYS = ("bigram_table_rank", "pfrac")
 # Suffix of the side file that holds what the official format cannot.
 SIDE_SUFFIX = ".sparsejax.json"
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+REMAT_POLICIES = ("full", "dots", "qkv_abstopk", "none")
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,7 +115,28 @@ class GPTConfig:
 
   # --- sparsejax fields (not in the official config; written to the JSON, ignored by its loader).
   nope: bool = False  # no positional embedding at all (the paper's "NoPE"); else wpe is added
-  compute_dtype: str = "float32"  # activations' dtype: "float32" or "bfloat16" (params stay f32)
+  # Activations' dtype (params stay float32): "float32", "bfloat16", or "auto" = bfloat16 on
+  # GPU/TPU, float32 on CPU (resolved by jax.default_backend() when the model runs).
+  compute_dtype: str = "auto"
+  # What grad_checkpointing keeps for the backward pass (nothing else is recomputed without it):
+  # "full" only the AbsTopK masks (least memory); "dots" also every matmul output without batch
+  # dims (the linear layers: recomputes only norms, activations and attention); "qkv_abstopk"
+  # q/k/v and the AbsTopK outputs and masks; "none" no rematerialisation. AbsTopK selections are
+  # never recomputed under any policy. "dots" fits the paper's e=4 step at batch 512 in 80 GB
+  # (BUILD.md, Benchmark).
+  remat_policy: str = "dots"
+  # Attention kernel for full sequences: "einsum" (materialised scores; the reference), "xla" or
+  # "cudnn" (jax.nn.dot_product_attention), or "auto" = cudnn on GPU for bf16/f16 compute with
+  # d_head a multiple of 8 and <= 256, else einsum. Runs that score a few positions
+  # (positions_B) use einsum for their last block.
+  attention_impl: str = "auto"
+  # Run the blocks as a lax.scan over stacked block parameters (compiled once, not n_layer
+  # times). Parameters stay per layer: they are stacked inside the forward pass; forward passes
+  # that record activations run the Python loop. Off by default: on XLA:CPU it costs +16 %
+  # estimated step bytes (stacked residual copies) and did not compile faster (BUILD.md);
+  # benchmarks/gpu_suite.sh times both on a GPU.
+  scan_layers: bool = False
+  abstopk_candidates: int | None = None  # AbsTopK thresholds per search pass; None: by backend
 
   # Keys read from a JSON file that no field matches, kept so a round trip is lossless.
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -200,6 +224,12 @@ class GPTConfig:
       _fail("sinusoidal_cat_pos_emb", "requires d_pos_emb")
     if self.compute_dtype not in COMPUTE_DTYPES:
       _fail("compute_dtype", f"must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+    if self.remat_policy not in REMAT_POLICIES:
+      _fail("remat_policy", f"must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      _fail("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+    if self.abstopk_candidates is not None and self.abstopk_candidates < 1:
+      _fail("abstopk_candidates", f"must be >= 1 or None, got {self.abstopk_candidates}")
 
   def _site_width(self, loctype: str) -> int:
     if loctype in ("attn_q", "attn_k", "attn_v"):

@@ -13,6 +13,14 @@ T sequence, D d_model, I block input width, A n_head * d_head, H heads, K d_head
 Sublayers are numbered 0 .. 2 * n_layer: 2L is block L's attention, 2L + 1 its MLP, and 2 * n_layer
 the head. :meth:`GPT.resid_before` runs tokens up to a sublayer's input and :meth:`GPT.logits_from`
 runs a residual stream from there to the logits; together they are the full forward pass.
+
+Throughput options (``GPTConfig``'s sparsejax fields), none of which changes what is computed:
+``remat_policy`` (what ``grad_checkpointing`` saves; AbsTopK selections are never recomputed),
+``attention_impl`` (materialised einsum — the reference — or ``jax.nn.dot_product_attention``,
+cuDNN flash attention on GPU; the sink becomes an extra key slot), ``scan_layers`` (the blocks as
+one ``lax.scan`` over parameters stacked inside the forward pass; the parameter tree stays per
+layer) and ``compute_dtype="auto"``. Under a mesh with ``data``/``fsdp`` axes the residual stream
+is constrained to be split over both along the batch.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+from jax.sharding import PartitionSpec
 
 from sparsejax.model import sites as sites_lib
 from sparsejax.model.config import GPTConfig
@@ -32,6 +42,56 @@ from sparsejax.sparse.topk import abs_topk
 
 INIT_STD = 0.02
 _F32_EPS = float(jnp.finfo(jnp.float32).eps)  # torch RMSNorm(eps=None) on float32 inputs
+# Mesh axes the batch is split over (sparsejax.train.distributed builds the mesh with them).
+BATCH_AXES = ("data", "fsdp")
+_SCAN_LAYER = "L"  # the layer part of site names inside a scanned block
+
+
+def resolve_compute_dtype(name: str) -> jnp.dtype:
+  """``GPTConfig.compute_dtype`` as a dtype: "auto" is bfloat16 on GPU/TPU, float32 on CPU."""
+  if name == "auto":
+    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return jnp.dtype(name)
+
+
+def resolve_attention(cfg: GPTConfig, dtype) -> str:
+  """``GPTConfig.attention_impl`` resolved: "auto" is cuDNN on GPU where it applies, else einsum."""
+  if cfg.attention_impl != "auto":
+    return cfg.attention_impl
+  width = _fused_head_dim(cfg.head_dim, cfg.sink)
+  if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and width % 8 == 0 and width <= 256):
+    return "cudnn"
+  return "einsum"
+
+
+def remat_policy(name: str):
+  """The ``jax.checkpoint`` policy of ``GPTConfig.remat_policy`` (None: no rematerialisation)."""
+  names = jax.checkpoint_policies.save_only_these_names
+  if name == "full":
+    return names("abstopk_mask")
+  if name == "dots":
+    return jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, names("abstopk_mask"))
+  if name == "qkv_abstopk":
+    return names("qkv", "abstopk", "abstopk_mask")
+  if name == "none":
+    return None
+  raise ValueError(f"unknown remat policy {name!r}")
+
+
+def constrain_batch(x):
+  """Splits ``x`` over the batch axes (data x fsdp) of the mesh in context, if there is one."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+    return x
+  return jax.lax.with_sharding_constraint(x, PartitionSpec(BATCH_AXES, *[None] * (x.ndim - 1)))
+
+
+def _fused_head_dim(d_head: int, sink: bool) -> int:
+  """Head width given to a fused kernel: with a sink, one channel more, padded to a multiple
+  of 8."""
+  return -(-(d_head + 1) // 8) * 8 if sink else d_head
 
 
 class Buffer(nnx.Variable):
@@ -83,16 +143,22 @@ class Norm(nnx.Module):
 class _Context:
   """What a forward pass threads through the blocks: config, tape, AbsTopK, cat pos channels."""
 
-  def __init__(self, cfg: GPTConfig, tape: sites_lib.SiteTape, pos_TP):
+  def __init__(self, cfg: GPTConfig, tape: sites_lib.SiteTape, pos_TP, dtype):
     self.cfg = cfg
     self.tape = tape
     self.pos_TP = pos_TP
+    self.dtype = dtype
+    self.attention = resolve_attention(cfg, dtype)
     self._loctypes = frozenset(cfg.loctypes)
+
+  def with_tape(self, tape: sites_lib.SiteTape) -> "_Context":
+    return _Context(self.cfg, tape, self.pos_TP, self.dtype)
 
   def sparsify(self, x, loctype: str):
     """AbsTopK at an official location, if configured."""
     if loctype in self._loctypes:
-      return abs_topk(x, self.cfg.abstopk_k(x.shape[-1]))
+      return abs_topk(x, self.cfg.abstopk_k(x.shape[-1]),
+                      candidates_per_pass=self.cfg.abstopk_candidates)
     return x
 
   def with_pos(self, h_BTD, norm: Norm | None, query_B=None):
@@ -127,7 +193,7 @@ class Attention(nnx.Module):
     x_BTI = tape(f"{layer}.attn.act_in", ctx.sparsify(x_BTI, "attn_in"))
     A = self.n_head * self.d_head
     if query_B is None:
-      q_BTA, k_BTA, v_BTA = jnp.split(self.c_attn(x_BTI), 3, axis=-1)
+      q_BTA, k_BTA, v_BTA = jnp.split(checkpoint_name(self.c_attn(x_BTI), "qkv"), 3, axis=-1)
     else:
       x_B1I = jnp.take_along_axis(x_BTI, query_B[:, None, None], axis=1)
       q_BTA = self.c_attn(x_B1I, slice(0, A))
@@ -135,10 +201,56 @@ class Attention(nnx.Module):
     q_BTA = tape(f"{layer}.attn.q", ctx.sparsify(q_BTA, "attn_q"))
     k_BTA = tape(f"{layer}.attn.k", ctx.sparsify(k_BTA, "attn_k"))
     v_BTA = tape(f"{layer}.attn.v", ctx.sparsify(v_BTA, "attn_v"))
-    y_BTA = tape(f"{layer}.attn.y", self._attend(q_BTA, k_BTA, v_BTA, query_B))
+    with jax.named_scope("attention"):
+      y_BTA = None
+      if query_B is None and ctx.attention != "einsum":
+        try:
+          y_BTA = self._attend_fused(q_BTA, k_BTA, v_BTA, ctx.attention)
+        except (NotImplementedError, RuntimeError, ValueError):
+          # jax checks cuDNN's support (version, head width, dtype) while tracing: "auto" falls
+          # back to the einsum where it says no; an explicit choice reports it.
+          if ctx.cfg.attention_impl != "auto":
+            raise
+      if y_BTA is None:
+        y_BTA = self._attend(q_BTA, k_BTA, v_BTA, query_B)
+    y_BTA = tape(f"{layer}.attn.y", y_BTA)
     return ctx.sparsify(self.c_proj(y_BTA), "attn_out")
 
+  def _attend_fused(self, q_BTA, k_BTA, v_BTA, implementation: str):
+    """Causal attention by ``jax.nn.dot_product_attention`` (``implementation`` "xla" or
+    "cudnn": flash attention, scores never in memory).
+
+    The sink (logit b_h, value zero, visible to every query) becomes a real key slot at position
+    0: keys and values get one extra channel (padded to a multiple of 8) holding b_h / scale on
+    the sink key and 0 elsewhere, queries a constant 1 there, so q'·k'_sink · scale = b_h; a dummy
+    query at position 0 keeps the causal mask aligned (query t + 1 sees the sink and keys 0..t)
+    and is dropped. Exact, and every gradient (b_h's included) comes from the kernel's own
+    backward pass — the kernel's log-sum-exp output has none under cuDNN (its VJP ignores that
+    cotangent), so y · σ(lse − b_h) cannot be used for training.
+    """
+    B, T, _ = q_BTA.shape
+    H, K = self.n_head, self.d_head
+    split = lambda a: a.reshape(B, T, H, K)
+    q, k, v = split(q_BTA), split(k_BTA), split(v_BTA)
+    scale = 1.0 / math.sqrt(K)
+    if self.sink_logit is None:
+      y = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                       implementation=implementation)
+      return y.reshape(B, T, H * K)
+    width = _fused_head_dim(K, True)
+    pad = lambda a, before, after: jnp.pad(a, ((0, 0), (before, 0), (0, 0), (0, after)))
+    ones = jnp.ones((B, T, H, 1), q.dtype)
+    q = pad(jnp.concatenate([q, ones], axis=-1), 1, width - K - 1)
+    sink_key = jnp.zeros((B, 1, H, width), k.dtype).at[:, :, :, K].set(
+        (self.sink_logit[...] / scale).astype(k.dtype)[None, None, :])
+    k = jnp.concatenate([sink_key, pad(k, 0, width - K)], axis=1)
+    v = pad(v, 1, width - K)
+    y = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                     implementation=implementation)
+    return y[:, 1:, :, :K].reshape(B, T, H * K)
+
   def _attend(self, q_BQA, k_BTA, v_BTA, query_B=None):
+    """Materialised causal attention (the reference, and the path for scored positions)."""
     B, T, _ = k_BTA.shape
     Q = q_BQA.shape[1]
     split = lambda a: a.reshape(B, a.shape[1], self.n_head, self.d_head)
@@ -320,7 +432,7 @@ class GPT(nnx.Module):
 
   @property
   def compute_dtype(self):
-    return jnp.dtype(self.config.compute_dtype)
+    return resolve_compute_dtype(self.config.compute_dtype)
 
   # ------------------------------------------------------------------ internals
   def _check_sublayer(self, sublayer: int):
@@ -333,14 +445,14 @@ class GPT(nnx.Module):
     if T > cfg.block_size:
       raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
     pos_TP = self.wpe[...][:T] if cfg.cat_pos_emb else None
-    return _Context(cfg, tape, pos_TP)
+    return _Context(cfg, tape, pos_TP, self.compute_dtype)
 
   def _embed(self, tokens_BT):
     cfg = self.config
     x = jnp.take(self.wte[...], tokens_BT, axis=0)
     if self.wpe is not None and not cfg.cat_pos_emb:
       x = x + lead(self.wpe[...][: tokens_BT.shape[-1]], x.ndim)
-    return x.astype(self.compute_dtype)
+    return constrain_batch(x.astype(self.compute_dtype))
 
   def _can_trim_last_block(self, tape: sites_lib.SiteTape) -> bool:
     """The last block may run at the scored positions only when nothing is recorded and every
@@ -349,16 +461,65 @@ class GPT(nnx.Module):
         jnp.ndim(iv.mask) <= 1 and jnp.ndim(iv.value) <= 1 for iv in tape.interventions.values())
 
   def _run(self, x_BTD, ctx: _Context, start: int, stop: int):
-    remat = self.config.grad_checkpointing and not ctx.tape.capture
+    """Sublayers [start, stop): whole blocks as one scan when configured (and nothing is
+    recorded), the rest one by one."""
+    first, last = -(-start // 2), stop // 2  # the whole blocks inside the range
+    if self.config.scan_layers and not ctx.tape.capture and last - first >= 2:
+      per_layer = self._stacked_interventions(ctx.tape, first, last)
+      if per_layer is not None:
+        x_BTD = self._run_loop(x_BTD, ctx, start, 2 * first)
+        x_BTD = self._scan_blocks(x_BTD, ctx, first, last, per_layer)
+        return self._run_loop(x_BTD, ctx, 2 * last, stop)
+    return self._run_loop(x_BTD, ctx, start, stop)
+
+  def _sublayer_fn(self, block: Block, which: int, ctx: _Context, layer):
+    """``x -> block.sublayer(which, x)``, rematerialised by the configured policy when training
+    (never when activations are recorded: they would be tracers of the rematerialised trace)."""
+    fn = lambda x: constrain_batch(block.sublayer(which, x, ctx, layer))
+    cfg = self.config
+    if cfg.grad_checkpointing and cfg.remat_policy != "none" and not ctx.tape.capture:
+      return jax.checkpoint(fn, policy=remat_policy(cfg.remat_policy))
+    return fn
+
+  def _run_loop(self, x_BTD, ctx: _Context, start: int, stop: int):
     for s in range(start, stop):
-      block, which, layer = self.blocks[s // 2], s % 2, s // 2
-      if remat:
-        # Recompute the sublayer in the backward pass. Only when nothing is recorded: recorded
-        # activations would be tracers of the rematerialised trace.
-        fn = jax.checkpoint(lambda x, b=block, w=which, l=layer: b.sublayer(w, x, ctx, l))
-        x_BTD = fn(x_BTD)
-      else:
-        x_BTD = block.sublayer(which, x_BTD, ctx, layer)
+      x_BTD = self._sublayer_fn(self.blocks[s // 2], s % 2, ctx, s // 2)(x_BTD)
+    return x_BTD
+
+  def _stacked_interventions(self, tape: sites_lib.SiteTape, first: int, last: int):
+    """{site suffix: Intervention with a leading layer axis} for blocks [first, last), or None
+    when they cannot be stacked (a site intervened in some of the layers only, or with
+    different shapes)."""
+    out = {}
+    for suffix in sites_lib.LAYER_SITES:
+      ivs = [tape.interventions.get(f"{layer}.{suffix}") for layer in range(first, last)]
+      if all(iv is None for iv in ivs):
+        continue
+      if any(iv is None for iv in ivs):
+        return None
+      masks = [jnp.asarray(iv.mask) for iv in ivs]
+      values = [jnp.asarray(iv.value) for iv in ivs]
+      if len({m.shape for m in masks}) > 1 or len({v.shape for v in values}) > 1:
+        return None
+      out[f"{_SCAN_LAYER}.{suffix}"] = sites_lib.Intervention(jnp.stack(masks), jnp.stack(values))
+    return out
+
+  def _scan_blocks(self, x_BTD, ctx: _Context, first: int, last: int, per_layer: dict):
+    """Blocks [first, last) as one ``lax.scan``: their parameters stacked along a new leading
+    axis (a copy per forward pass; the parameter tree itself stays per layer)."""
+    graphdef, _ = nnx.split(self.blocks[first])
+    states = [nnx.split(self.blocks[layer])[1] for layer in range(first, last)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    def body(x, xs):
+      state, ivs = xs
+      block = nnx.merge(graphdef, state)
+      layer_ctx = ctx.with_tape(_LayerTape(ivs))
+      for which in (0, 1):
+        x = self._sublayer_fn(block, which, layer_ctx, _SCAN_LAYER)(x)
+      return x, None
+
+    x_BTD, _ = jax.lax.scan(body, x_BTD, (stacked, per_layer))
     return x_BTD
 
   def _head(self, x_BTD, tokens_BT, ctx: _Context, positions_B=None, final_rms_B=None):
@@ -384,9 +545,25 @@ class GPT(nnx.Module):
     return logits
 
 
+class _LayerTape(sites_lib.SiteTape):
+  """The tape of one scanned block: that layer's interventions, keyed ``L.<site suffix>``."""
+
+  def __init__(self, interventions: dict):
+    self.capture = frozenset()
+    self.interventions = interventions
+    self.cache = {}
+
+
 def merge(graphdef, params, buffers) -> GPT:
   """The model back from its parts (``nnx.split`` state as pure dicts; inside or outside jit)."""
   return nnx.merge(graphdef, params, buffers)
+
+
+def with_config(graphdef, params, buffers, **changes):
+  """The graphdef of the same model with config fields changed (e.g. ``grad_checkpointing``);
+  ``params`` and ``buffers`` fit it unchanged when the changes do not alter the parameters."""
+  cfg = merge(graphdef, params, buffers).config.replace(**changes)
+  return nnx.graphdef(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))
 
 
 def param_count(model: GPT) -> int:

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import optax
 
 from sparsejax.sparse import schedules
-from sparsejax.sparse.sparsity import SparsityConfig, keep_masks, path_names
+from sparsejax.sparse.sparsity import (SparsityConfig, path_names, projected_leaves,
+                                       projection_masks)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +58,8 @@ class CountState(NamedTuple):
 class KeepTopkState(NamedTuple):
   count: jax.Array  # number of updates applied so far
   l0: jax.Array  # entries kept by the last projection, summed over projected parameters
+  threshold: jax.Array  # (n_projected,) int32 threshold keys of the last projection (warm start)
+  passes: jax.Array  # counting passes the last projection's search took (diagnostics)
 
 
 def _count_init(params):
@@ -119,21 +122,26 @@ def keep_topk(sparsity: SparsityConfig, total_steps: int) -> optax.GradientTrans
   lowest index, at least ``min_alive`` per unit for hidden matrices); the updates of all other
   entries become ``-params``, so they are exactly zero after the update. k follows the L0 anneal of
   ``sparsity`` at this transform's step count. Unprojected leaves pass through unchanged.
+
+  All projected matrices are searched in one loop; each step's search starts from the previous
+  step's thresholds, kept in this transform's state (``sparsity.warm_start``).
   """
 
   def init_fn(params):
-    del params
-    return KeepTopkState(count=jnp.zeros([], jnp.int32), l0=jnp.zeros([], jnp.int32))
+    n = len(projected_leaves(params, sparsity))
+    return KeepTopkState(count=jnp.zeros([], jnp.int32), l0=jnp.zeros([], jnp.int32),
+                         threshold=jnp.zeros((n,), jnp.int32), passes=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params):
     if params is None:
       raise ValueError("keep_topk needs params")
     new = jax.tree.map(lambda p, u: jnp.asarray(p + u).astype(p.dtype), params, updates)
-    masks, l0 = keep_masks(new, sparsity, state.count, total_steps)
+    found = projection_masks(new, sparsity, state.count, total_steps, warm=state.threshold)
     updates = jax.tree.map(
-        lambda m, u, p: u if m is None else jnp.where(m, u, -p), masks, updates, params,
+        lambda m, u, p: u if m is None else jnp.where(m, u, -p), found.masks, updates, params,
         is_leaf=lambda x: x is None)
-    return updates, KeepTopkState(count=optax.safe_increment(state.count), l0=l0)
+    return updates, KeepTopkState(count=optax.safe_increment(state.count), l0=found.l0,
+                                  threshold=found.thresholds, passes=found.passes)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -7,7 +7,9 @@
   all-reduces over the sharded matrix.
 * Multi-host: :func:`maybe_initialize_distributed` calls ``jax.distributed.initialize()`` when the
   process was launched as part of a multi-process job; each process feeds its own rows with
-  ``jax.make_array_from_process_local_data``.
+  ``jax.make_array_from_process_local_data``. Cross-process collectives on CPU go through gloo
+  (jax's default ``jax_cpu_collectives_implementation``), so the same code runs as several
+  processes on one machine (``tests/multiprocess_test.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sparsejax.model.gpt import BATCH_AXES
 from sparsejax.utils.errors import ConfigError
 
-DATA, FSDP = "data", "fsdp"
+DATA, FSDP = BATCH_AXES  # the model constrains its activations to these axes
 # Environment variables that mark a multi-process launch (explicit coordinator, SLURM, TPU pods,
 # Open MPI).
 _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
@@ -29,10 +32,18 @@ _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOST
 
 def maybe_initialize_distributed(force: bool = False) -> bool:
   """Initialises multi-process JAX when launched as such (or when ``force``). Returns whether it
-  did. Must run before any other JAX call."""
+  did. Must run before any other JAX call.
+
+  Besides the cluster environments JAX detects itself (SLURM, Open MPI, TPU pods), an explicit
+  launch sets ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID`` on every process.
+  """
   if not force and not any(os.environ.get(v) for v in _MULTIPROCESS_ENV):
     return False
-  jax.distributed.initialize()
+  env = {name: int(os.environ[var]) for name, var in (("num_processes", "JAX_NUM_PROCESSES"),
+                                                      ("process_id", "JAX_PROCESS_ID"))
+         if os.environ.get(var)}
+  jax.distributed.initialize(**env)
   return True
 
 

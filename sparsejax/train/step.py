@@ -97,7 +97,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
   gradients were not finite).
 
   With ``mesh`` (and an example ``state`` for the shapes), the step is compiled for the sharded
-  state and the (data × fsdp)-sharded batch.
+  state and the (data × fsdp)-sharded batch, and traced with the mesh in context so that the
+  model keeps its activations split over the batch axes (``gpt.constrain_batch``).
   """
 
   def step_fn(state: TrainState, tokens_BT1):
@@ -134,7 +135,12 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *,
   from jax.sharding import NamedSharding, PartitionSpec
   from sparsejax.train import distributed
   state_shardings = distributed.tree_shardings(state, mesh)
-  return jax.jit(step_fn, donate_argnums=donate_argnums,
+
+  def step_in_mesh(state, tokens_BT1):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return step_fn(state, tokens_BT1)
+
+  return jax.jit(step_in_mesh, donate_argnums=donate_argnums,
                  in_shardings=(state_shardings, distributed.batch_sharding(mesh)),
                  out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())))
 
