@@ -240,7 +240,7 @@ def test_family_config_rejects_bad_fields_in_one_line():
   assert point["optim"]["lr"] == 0.05 and fam.member("sparse").run["optim"]["lr"] != 0.05
 
 
-@pytest.mark.parametrize("variant", ["tiny", "paper", "smoke"])
+@pytest.mark.parametrize("variant", ["tiny", "tiny_l0", "paper", "smoke"])
 def test_every_family_member_is_a_valid_run_config(variant):
   from sparsejax.train.run_config import RunConfig
   sys.path.insert(0, str(ROOT / "experiments" / "configs"))
@@ -289,6 +289,14 @@ def test_binary_end_to_end_with_a_broken_member_and_a_rerun(tmp_path):
     assert (Path(m["workdir"]) / "checkpoints").is_dir()
     assert (Path(m["workdir"]) / "prune" / "summary.json").exists()
     assert set(m["circuits"]["var_swap"]["sweep"]) == {"1.5", "1.0", "0.8"}
+    for task, c in m["circuits"].items():
+      # The primary circuit is the full pipeline's (edge pruning, clean-up); the sweep bisects
+      # the same chosen τ with the same settings, so at the primary target it starts from the
+      # pipeline's bisected circuit, which clean-up only shrinks.
+      p, at_primary = c["primary"], c["sweep"]["1.0"]
+      assert at_primary["k"] == p["k"] >= 0, (name, task)
+      assert p["nodes"] <= at_primary["nodes"] and p["edges"] <= at_primary["edges"]
+      assert p["essential_edges"] is not None and p["essential_edges"] <= p["edges"]
   for f in ("index.html", "members.csv", "sweep.csv", "circuit_sizes.csv", "circuits.csv",
             "matched.csv"):
     assert (out / f).exists(), f

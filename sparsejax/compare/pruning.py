@@ -1,78 +1,61 @@
 """The comparison's one contact with the pruning pipeline: prune a member, and measure its
 circuit size at every target loss of the Fig. 2 sweep.
 
-**One mask-learning run per member and task, discretized at each target.** The paper tuned the
-pruning hyperparameters per (model, task, target) with CARBS (paper-notes §3). Here the masks are
-learned once, at the primary target (the pruning config's ``target_loss``), by the normal
-pipeline (:class:`sparsejax.circuits.prune_run.Pruner`), which also writes the member's circuits,
-summary and controls; then the chosen member's τ (node scores) is bisected again at every other
-target on the same held-out pairs. This costs one bisection per target instead of one search
-per target — what makes a sweep affordable — and sizes at a target far from the primary one are
-upper bounds on what a search tuned for that target would find.
+**The headline circuits are the full pipeline's.** At the primary target (the pruning config's
+``target_loss``) each member is pruned by :class:`sparsejax.circuits.prune_run.Pruner`: node
+search, bisection, edge pruning (the essential edges), clean-up and the checks; it also writes
+the member's circuits and summary. Those circuits (paper-comparable edges of the cleaned node
+circuit, and essential edges) are the ``primary`` entries: Fig. 3, the members table and the
+headline ratio use them.
+
+**The Fig. 2 sweep is one mask-learning run per member and task, discretized at each target.**
+The paper tuned the pruning hyperparameters per (model, task, target) with CARBS (paper-notes §3).
+Here the chosen member's node τ (learned at the primary target) is bisected at every target of the
+sweep, the primary one included, on the same held-out pairs with the pipeline's bisection
+settings; its edges are every nonzero weight between the kept nodes. No clean-up or edge pruning
+runs on these (the sweep stays one consistent measurement across targets), so sweep sizes are
+upper bounds on the cleaned circuits, and sizes far from the primary target are upper bounds on
+what a search tuned for that target would find.
 
 At each target the circuit's test loss and random circuits with the same nodes per site are
 measured, so that search failures can be detected (:mod:`sparsejax.compare.analysis`).
 
-The pruning API this adapter is written against: ``Pruner(run, cfg, progress).prune_tasks(names)``
-→ ``PruneResult`` (circuits with ``n_nodes``, ``n_edges``, ``metrics`` and ``info["member"]``).
-It exposes no τ, so :func:`_recording_masks` records the τ of the mask-learning call.
+The pipeline returns no τ; :class:`_TauPruner` keeps the chosen members' τ as the node stage
+hands them on (the pipeline's private ``_prune_nodes``: the one place this adapter reaches in).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import shutil
 from typing import Callable
 
-import jax.numpy as jnp
 import numpy as np
 
+from sparsejax.circuits import checks as checks_lib
 from sparsejax.circuits import prune
 from sparsejax.circuits import prune_run
+from sparsejax.circuits.bisection import bisect_k, topk_masks
+from sparsejax.circuits.calibration import numpy_loss
 from sparsejax.circuits.graph import find_edges
 from sparsejax.train.runs import load_run
 from sparsejax.utils.files import atomic_write_json, read_json
 
 RECORD_FILE = "compare_targets.json"  # in the member's prune directory
-API = "prune_run.Pruner: node circuits; bisected, not cleaned; no essential edges"
+API = ("prune_run.Pruner: node search, bisection, edge pruning, clean-up (primary); "
+       "sweep: the chosen τ bisected at each target")
 
 
-@contextlib.contextmanager
-def _recording_masks():
-  """Records ``(population, τ)`` of every :func:`prune.learn_masks` call made in the block.
+class _TauPruner(prune_run.Pruner):
+  """The pipeline, keeping each task's chosen node τ (``self.taus``) for the sweep."""
 
-  The pipeline keeps τ to itself; this is the smallest hook that gets it without learning the
-  masks a second time. It goes once the pipeline returns the chosen member's τ."""
-  calls = []
-  original = prune.learn_masks
+  taus: dict
 
-  def recording(*args, **kwargs):
-    tau = original(*args, **kwargs)
-    calls.append(tau)
-    return tau
-
-  prune.learn_masks = recording
-  try:
-    yield calls
-  finally:
-    prune.learn_masks = original
-
-
-def _stable(name: str) -> int:
-  return int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "little")
-
-
-def random_mask(layout: prune.NodeLayout, nodes: dict, rng: np.random.Generator) -> np.ndarray:
-  """A mask with as many nodes at each site as ``nodes``, drawn uniformly at random."""
-  mask = np.zeros(layout.n_nodes, np.float32)
-  for s, o, w in zip(layout.sites, layout.offsets, layout.widths):
-    if nodes.get(s):
-      mask[o + rng.choice(w, len(nodes[s]), replace=False)] = 1.0
-  return mask
+  def _prune_nodes(self, groups, history):
+    work = super()._prune_nodes(groups, history)
+    self.taus = {w.name: np.asarray(w.tau) for w in work}
+    return work
 
 
 def discretize_at_targets(pruner: prune_run.Pruner, taus: dict, targets, *,
@@ -87,61 +70,55 @@ def discretize_at_targets(pruner: prune_run.Pruner, taus: dict, targets, *,
     return {}
   splits = pruner.task_splits(names)
   tau = np.stack([taus[n] for n in names]).astype(np.float32)
+  evaluate = pruner.model.loss_evaluator([splits[n]["val"] for n in names],
+                                         calibrated=cfg.bisect_on == "calibrated")
   out = {n: {} for n in names}
   for t_i, target in enumerate(targets):
-
-    def evaluate(masks, members):
-      q = pruner.loss_queue()
-      for m, i in zip(np.asarray(masks), members):
-        q.add(m, splits[names[i]]["val"])
-      return np.asarray(q.run())
-
-    k, val_loss = prune.bisect_k(evaluate, tau, target, layout.n_nodes, cfg.bisect_rtol,
-                                 cfg.bisect_grid)
-    masks = np.asarray(prune.topk_masks(jnp.asarray(tau), jnp.asarray(np.maximum(k, 0))))
-    q, plans = pruner.loss_queue(), {}
+    k, val_loss = bisect_k(evaluate, tau, target, layout.n_nodes, rtol=cfg.bisect_rtol,
+                           grid=cfg.bisect_grid)
+    masks = np.asarray(topk_masks(tau, np.maximum(k, 0)))
+    q, plans = pruner.model.margins_queue(), {}
     for i, name in enumerate(names):
       if k[i] < 0:
         out[name][target] = {"k": -1, "nodes": None, "edges": None,
                              "loss_val": float(val_loss[i]), "loss_test": None,
                              "random_loss_mean": None}
         continue
-      nodes = {s: np.nonzero(m)[0].tolist() for s, m in layout.split(masks[i]).items()}
       test = splits[name]["test"]
-      rng = np.random.default_rng([cfg.seed, _stable(name), 17, t_i])
-      plans[name] = (nodes, q.add(masks[i], test),
-                     [q.add(random_mask(layout, nodes, rng), test)
-                      for _ in range(cfg.random_circuits)])
+      seed = [cfg.seed, prune_run._stable_seed(name), 17, t_i]
+      plans[name] = (q.add(test, masks[i], None),
+                     [q.add(test, m, None) for m in checks_lib.random_node_masks(
+                         layout, masks[i], cfg.random_circuits, seed)])
     res = q.run()
     for i, name in enumerate(names):
       if name not in plans:
         continue
-      nodes, t_loss, t_rand = plans[name]
+      t_loss, t_rand = plans[name]
+      nodes = layout.nodes_of(masks[i])
       edges, _ = find_edges(nodes, run.params, run.config.model)
       out[name][target] = {
           "k": int(k[i]), "nodes": int(sum(map(len, nodes.values()))), "edges": len(edges),
-          "loss_val": float(val_loss[i]), "loss_test": float(res[t_loss]),
-          "random_loss_mean": float(np.mean([res[r] for r in t_rand])) if t_rand else None}
+          "loss_val": float(val_loss[i]), "loss_test": numpy_loss(res[t_loss]),
+          "random_loss_mean": (float(np.mean([numpy_loss(res[r]) for r in t_rand]))
+                               if t_rand else None)}
     progress(f"compare: target {target:g}: nodes " + ", ".join(
         f"{n} {out[n][target]['nodes']}" for n in names))
   return out
 
 
-def _at_primary(c) -> dict:
-  """The sweep's entry at the primary target: the pipeline's circuit, bisected from the same τ
-  with the same settings as the other targets."""
-  m = c.metrics
-  return {"k": c.info["k"], "nodes": c.n_nodes, "edges": c.n_edges, "loss_val": m["loss_val"],
-          "loss_test": m["loss"], "random_loss_mean": m.get("random_circuit_loss_mean")}
-
-
 def _primary(c) -> dict:
+  """The full pipeline's circuit: cleaned node circuit (paper-comparable edges) and its essential
+  edges, with the checks on test pairs."""
   m = c.metrics
   ctrl = m.get("control") or {}
-  return {"nodes": c.n_nodes, "edges": c.n_edges,
-          "essential_edges": getattr(c, "n_essential_edges", None),
-          "loss_test": m["loss"], "loss_calibrated": m.get("loss_calibrated"),
+  ess = m.get("essential") or {}
+  return {"k": c.info.get("k"), "nodes": c.n_nodes, "edges": c.n_edges,
+          "essential_edges": c.n_essential_edges, "essential_nodes": c.n_essential_nodes,
+          "loss_val": m.get("loss_val"), "loss_test": m["loss"],
+          "loss_calibrated": m.get("loss_calibrated"),
           "random_loss_mean": m.get("random_circuit_loss_mean"),
+          "essential_loss_test": ess.get("loss"),
+          "essential_random_loss_mean": ess.get("random_circuit_loss_mean"),
           "inverse_loss": m.get("inverse_loss"), "full_model_loss": m.get("full_model_loss"),
           "control_solves_test": ctrl.get("solves_test")}
 
@@ -151,7 +128,7 @@ def _cached(path: str, step: int, cfg: prune.PruneConfig, targets, names) -> dic
     return None
   rec = read_json(path, "a comparison pruning record")
   covered = set(rec.get("tasks", {})) | set(rec.get("unsolved", {}))
-  same = (rec.get("step") == step and rec.get("config") == _jsonable(dataclasses.asdict(cfg))
+  same = (rec.get("api") == API and rec.get("step") == step and rec.get("config") == _jsonable(dataclasses.asdict(cfg))
           and rec.get("targets") == list(targets))
   return rec if same and covered >= set(names) else None
 
@@ -177,20 +154,12 @@ def prune_member(workdir: str, step: int, names: list[str], cfg: prune.PruneConf
     progress(f"compare: {workdir}: pruning already done ({len(rec['tasks'])} circuits)")
   else:
     run = load_run(workdir)
-    pruner = prune_run.Pruner(run, cfg, progress)
-    with _recording_masks() as calls:
-      result = pruner.prune_tasks(names)
-    if result.circuits and len(calls) != 1:
-      raise RuntimeError(f"the pruning pipeline learned masks {len(calls)} times; the comparison "
-                         "expects one call (sparsejax/compare/pruning.py)")
-    shutil.rmtree(os.path.join(prune_dir, "circuits"), ignore_errors=True)  # no stale tasks
+    pruner = _TauPruner(run, cfg, progress)
+    result = pruner.prune_tasks(names)
     prune_run.write_outputs(result, prune_dir)
     progress(prune_run.format_summary(result))
-    taus = {name: calls[-1][c.info["member"]] for name, c in result.circuits.items()}
-    others = [t for t in targets if t != cfg.target_loss]
-    sweep = discretize_at_targets(pruner, taus, others, progress=progress)
-    for name, c in result.circuits.items():  # the pipeline's own bisection at its target
-      sweep[name][cfg.target_loss] = _at_primary(c)
+    taus = {name: pruner.taus[name] for name in result.circuits}
+    sweep = discretize_at_targets(pruner, taus, targets, progress=progress)
     rec = {"api": API, "step": run.step, "config": dataclasses.asdict(cfg), "targets": targets,
            "tasks": {name: {"primary": _primary(c),
                             "sweep": {str(t): sweep[name][t] for t in targets}}
