@@ -22,7 +22,7 @@ from sparsejax import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", f"{Path(__file__).resolve().parent / 'configs' / 'compare.py'}:tiny",
-    "Family config (experiments/configs/compare.py:tiny|paper|smoke).")
+    "Family config (experiments/configs/compare.py:tiny|tiny_l0|paper|smoke).")
 _OUT = flags.DEFINE_string("out", "runs/compare", "Report directory (members are trained inside).")
 _TRAIN_ONLY = flags.DEFINE_list("train_only", None, "Only train these members, then stop (to "
                                 "spread a family over machines sharing --out).")

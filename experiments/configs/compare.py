@@ -150,7 +150,8 @@ def smoke_family():
   return cfg
 
 
-VARIANTS = {"tiny": tiny_family, "tiny_l0": tiny_l0_family, "paper": paper_family, "smoke": smoke_family}
+VARIANTS = {"tiny": tiny_family, "tiny_l0": tiny_l0_family, "paper": paper_family,
+            "smoke": smoke_family}
 
 
 def get_config(arg: str = "tiny"):

@@ -128,7 +128,8 @@ def _cached(path: str, step: int, cfg: prune.PruneConfig, targets, names) -> dic
     return None
   rec = read_json(path, "a comparison pruning record")
   covered = set(rec.get("tasks", {})) | set(rec.get("unsolved", {}))
-  same = (rec.get("api") == API and rec.get("step") == step and rec.get("config") == _jsonable(dataclasses.asdict(cfg))
+  same = (rec.get("api") == API and rec.get("step") == step
+          and rec.get("config") == _jsonable(dataclasses.asdict(cfg))
           and rec.get("targets") == list(targets))
   return rec if same and covered >= set(names) else None
 

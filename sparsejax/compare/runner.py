@@ -34,10 +34,15 @@ METHOD = [
     "Tasks compared: those every member solves (test loss at or below the primary target), "
     "pruned with one pruning config and budget for every member.",
     "Fig. 2 sizes: the masks are learned once per member and task (at the primary target) and "
-    "the chosen candidate's node scores are bisected again at every target on held-out pairs. "
-    "The paper tuned the search per target with CARBS; one search per target would multiply the "
-    "cost by the number of targets, and sizes far from the primary target are upper bounds.",
-    "Fig. 3 and the members table use the pruning pipeline's circuits at the primary target.",
+    "the chosen candidate's node scores are bisected at every target, the primary one included, "
+    "on held-out pairs, without clean-up or edge pruning (edges: every nonzero weight between "
+    "kept nodes). The paper tuned the search per target with CARBS; one search per target would "
+    "multiply the cost by the number of targets, and sizes far from the primary target are upper "
+    "bounds.",
+    "Fig. 3, the members table and the headline use the full pruning pipeline's circuits at the "
+    "primary target (node search, bisection, edge pruning, clean-up): 'edges' are every nonzero "
+    "weight between the cleaned circuit's nodes (the paper's count), 'essential edges' those the "
+    "edge pruning keeps.",
     "Averages are geometric over the same tasks for every member. A circuit whose test loss "
     "misses the target, or whose size is reached by random circuits with the same nodes per site, "
     "is a search failure: its task is left out of the clean average for every member (and kept "
