@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sparsejax.compare import analysis
@@ -143,6 +144,59 @@ def test_frontier_lines_group_equal_total_params_and_equal_l0():
   lines = analysis.frontier_lines(members)
   assert lines["equal_total_params"] == [["a", "b"], ["c", "d"]]
   assert lines["equal_l0"] == [["a", "c"]]  # 100 and 102 are within 5 %
+
+
+# ------------------------------------------------------------------ the Fig. 2 sweep (planted)
+def planted_sweep(taus, targets):
+  """``pruning.discretize_at_targets`` on the hand-built model of tests/planted.py, whose task
+  needs exactly 4 nodes joined by 4 weights (everything else carries nothing)."""
+  import types
+
+  from planted import CFG, hand_built_model, synthetic_task
+
+  from sparsejax.circuits.evaluate import CircuitModel
+  from sparsejax.circuits.masks import NodeLayout
+  from sparsejax.circuits.prune import PruneConfig
+  from sparsejax.compare import pruning
+
+  graphdef, params, buffers = hand_built_model()
+  layout = NodeLayout.for_model(CFG)
+  model = CircuitModel(graphdef, params, buffers, CFG, np.zeros(layout.n_nodes, np.float32))
+  splits = {n: {"val": synthetic_task(32, i), "test": synthetic_task(32, 10 + i)}
+            for i, n in enumerate(taus)}
+  # The Pruner's parts the sweep reads, around the real circuit model and bisection.
+  pruner = types.SimpleNamespace(
+      cfg=PruneConfig(random_circuits=2, bisect_rtol=0.0, bisect_grid=0), layout=layout,
+      model=model, run=types.SimpleNamespace(params=params, config=types.SimpleNamespace(
+          model=CFG)), task_splits=lambda names: {n: splits[n] for n in names})
+  full = model.loss_evaluator([splits[n]["val"] for n in taus])(
+      np.ones((len(taus), layout.n_nodes), np.float32), np.arange(len(taus)))
+  return pruning.discretize_at_targets(pruner, taus, [t(full) for t in targets],
+                                       progress=lambda _: None)
+
+
+def test_the_sweep_bisects_each_tasks_own_tau():
+  from planted import CFG, EXPECTED
+
+  from sparsejax.circuits.masks import NodeLayout
+  layout = NodeLayout.for_model(CFG)
+  need = layout.mask_of(EXPECTED) > 0
+  n = layout.n_nodes
+  ramp = np.linspace(0.0, -1.0, n)
+  first = np.where(need, 2.0, ramp)  # the 4 needed nodes ranked first
+  last = np.where(need, -2.0, ramp)  # ... and last: only the full set has them
+  just_above = lambda full: float(full.max()) * 1.001 + 1e-6  # the full model's loss
+  out = planted_sweep({"first": first, "last": last},
+                              [just_above, lambda full: 0.5 * float(full.min()),
+                               lambda full: 10.0])
+  (t_full, t_below, t_easy), = {tuple(v) for v in out.values()}
+  good, bad = out["first"][t_full], out["last"][t_full]
+  assert (good["k"], good["nodes"], good["edges"]) == (4, 4, 4)
+  assert (bad["k"], bad["nodes"], bad["edges"]) == (n, n, 4)  # the model's only 4 weights
+  assert good["loss_test"] <= t_full * 1.01 and good["random_loss_mean"] is not None
+  # Below the full model's own loss: unreached, no circuit. Above an empty circuit's: k = 0.
+  assert out["first"][t_below]["k"] == -1 and out["first"][t_below]["edges"] is None
+  assert out["last"][t_easy]["k"] == 0 and out["last"][t_easy]["edges"] == 0
 
 
 # ------------------------------------------------------------------ the report writer
