@@ -86,7 +86,8 @@ def main(argv):
   model = CircuitModel(graphdef, params, buffers, cfg, np.zeros(layout.n_nodes, np.float32))
 
   pcfg = PruneConfig(steps=_STEPS.value, batch_pairs=_PAIRS.value, candidates=1)
-  run = search.make_trainer(model.node_member_loss, steps_per_call=_STEPS.value, total_steps=_STEPS.value,
+  run = search.make_trainer(model.node_member_loss, steps_per_call=_STEPS.value,
+                            total_steps=_STEPS.value,
                             batch_pairs=_PAIRS.value, grad_clip=pcfg.grad_clip)
 
   def make_args(group_ids):

@@ -1,4 +1,4 @@
-"""Circuit pruning on a model built by hand, where exactly four nodes matter; the pieces under it."""
+"""Circuit pruning on a hand-built model where exactly four nodes matter; the pieces under it."""
 
 import dataclasses
 import json

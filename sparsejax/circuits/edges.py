@@ -22,8 +22,9 @@ edge out of a node gives its targets the inputs they get when the node is mean-a
 channel: the head's output channel is then the attention average of a constant, the constant
 itself — exactly so without attention sinks); removing every edge into q, k, v or an MLP
 resid_delta (linear in their inputs, without AbsTopK) makes it the constant E[node], its mean.
-(Not for an attention resid_delta: its inputs are head outputs, whose mean is not v's.) Models without biases get
-zero biases added (:func:`with_biases`), which changes nothing until an edge is removed.
+(Not for an attention resid_delta: its inputs are head outputs, whose mean is not v's.) Models
+without biases get zero biases added (:func:`with_biases`), which changes nothing until an edge is
+removed.
 """
 
 from __future__ import annotations

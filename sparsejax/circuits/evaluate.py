@@ -25,6 +25,7 @@ import numpy as np
 from sparsejax.circuits import calibration
 from sparsejax.circuits import edges as edges_lib
 from sparsejax.circuits import masks
+from sparsejax.model.gpt import with_config
 from sparsejax.tasks.batch import TaskBatch
 
 LENGTH_BUCKET = 16
@@ -101,6 +102,12 @@ class CircuitModel:
   circuits on it. ``input_means`` (slot → row means of the slot's matrix input) enables edges."""
 
   def __init__(self, graphdef, params, buffers, cfg, values, input_means: dict | None = None):
+    if cfg.grad_checkpointing:
+      # Masks are learned by differentiating through activations only (the weights are frozen):
+      # rematerialisation inherited from training would add ~49 % FLOPs for memory a mask learner
+      # rarely needs (members per call are planned from XLA's memory estimate instead).
+      cfg = dataclasses.replace(cfg, grad_checkpointing=False)
+      graphdef = with_config(graphdef, params, buffers, grad_checkpointing=False)
     self.cfg = cfg
     self.layout = masks.NodeLayout.for_model(cfg)
     self.graphdef, self.params, self.buffers = graphdef, params, buffers
@@ -249,3 +256,24 @@ class EvalQueue:
           out[i] = jax.tree.map(lambda a: a[j], result)
     self.requests = []
     return out
+
+
+@dataclasses.dataclass
+class TaskGroups:
+  """The task groups masks are learned on: the tasks, then (with controls) their shuffled-label
+  copies; ``splits[g]`` holds group g's "train" / "val" / "test" TaskData."""
+
+  names: list[str]  # the tasks
+  splits: list[dict[str, TaskData]]  # per group: tasks first, then their controls
+  full_val_loss: list[float]  # the full model's val loss per task
+
+  @property
+  def n_tasks(self) -> int:
+    return len(self.names)
+
+  def control_of(self, t: int) -> int:
+    """The group of task t's control."""
+    return self.n_tasks + t
+
+  def stacked(self, split: str) -> TaskData:
+    return stack([g[split] for g in self.splits])

@@ -14,10 +14,10 @@ interaction inside a head, residual-stream links from a write (``resid_delta`` c
 reads (``act_in`` channel c) — these are identities, listed separately as ``residual_links`` —
 and embedding / unembedding entries. Weights are the raw kernel entries (norm gains not folded).
 
-After edge pruning (:mod:`sparsejax.circuits.edge_pruning`) every edge carries ``essential``: whether
-the circuit needs it to stay at the target loss. ``counts.edges`` stays the paper-comparable count
-(every edge); ``counts.essential_edges`` counts the essential ones, and ``counts.essential_nodes``
-the nodes they touch. Schema v2 adds these; v1 files (no edge pruning) still load.
+After edge pruning (:mod:`sparsejax.circuits.edge_pruning`) every edge carries ``essential``:
+whether the circuit needs it to stay at the target loss. ``counts.edges`` stays the
+paper-comparable count (every edge); ``counts.essential_edges`` counts the essential ones, and
+``counts.essential_nodes`` the nodes they touch. Schema v2 adds these; v1 files (no edge pruning) still load.
 """
 
 from __future__ import annotations

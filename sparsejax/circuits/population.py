@@ -22,6 +22,7 @@ hyperparameters and seed in each round — is what the shuffled-label control re
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -55,6 +56,11 @@ class Population:
 
   def members_of(self, task: int) -> np.ndarray:
     return np.nonzero(self.task == task)[0]
+
+
+def stable_seed(name: str) -> int:
+  """A seed from a name, the same in every process (unlike ``hash``)."""
+  return int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "little")
 
 
 def candidate_hypers(centres: dict, n: int, spread: float, seed: int) -> list[dict]:

@@ -1,32 +1,26 @@
 """From a trained run to circuits: the pipeline behind ``experiments/prune.py``.
 
-For the selected tasks:
+For the selected tasks (a task the full model does not solve to the target is reported, not
+pruned), every stage running all tasks at once:
 
-1. **Tasks** — train / val / test pairs of every task as :class:`TaskData`; a task the full model
-   does not solve to the target is reported, not pruned.
-2. **Search** (:mod:`search`, :mod:`population`) — node masks for every task and its shuffled-label
-   control × ``candidates``, trained in ``rounds`` of vmapped calls; with ``search="pbt"`` the
-   population adapts between rounds, ranked by circuit size at the target on val pairs.
-3. **Bisection** (:mod:`bisection`) — per member the smallest top-k node set at the target (val);
-   per task the member with the smallest circuit.
-4. **Clean-up** (:mod:`cleanup`) — greedy single-node removals while the circuit stays at the
-   target; its edges (every nonzero weight between kept nodes) are the paper-comparable ones.
-5. **Edges** (:mod:`edge_pruning`) — edge masks learned inside the node circuit, bisected and
-   cleaned: the essential edges.
-6. **Checks** (:mod:`checks`) on test pairs, for the node circuit and its essential-edge circuit:
-   loss (raw and calibrated), inverse, random same-size, shuffled-label control; the summary
-   (:mod:`report`) leads with the geometric means of both edge counts.
-
-The control of a circuit is the control member that shadows the chosen member (same
-hyperparameter trajectory), taken at the cleaned circuit's node count by its own τ, and with
-edges learned the same way in the same vmapped call, kept at the essential count by its own τ.
+1. **Node search** (:class:`search.Searcher`) — ``candidates`` mask learners per task trained in
+   ``rounds`` of vmapped calls, PBT between rounds with ``search="pbt"``; the best member per
+   task, and its bisected circuit (:mod:`bisection`): the smallest top-k nodes by τ at the target
+   on val pairs. Its control: the chosen member's training replayed on shuffled labels.
+2. **Edge search** (:mod:`edge_pruning`) — the same search over edge masks inside each node
+   circuit (and its control's); bisected by τ: the essential edges. The node circuit keeps only
+   the nodes they touch when that (every edge between them kept) still reaches the target.
+3. **Clean-up** (:mod:`cleanup`) — greedy single-edge removals from the essential edges, then
+   single-node removals (of nodes no essential edge touches) from the node circuit.
+4. **Checks** (:mod:`checks`) on test pairs, for the node circuit and its essential-edge circuit:
+   loss (raw and calibrated), inverse, random same-size, shuffled-label control at the same size;
+   the summary (:mod:`report`) leads with the geometric means of both edge counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import time
 from typing import Callable
@@ -38,15 +32,15 @@ import numpy as np
 from sparsejax.circuits import checks as checks_lib
 from sparsejax.circuits import edge_pruning
 from sparsejax.circuits import masks
-from sparsejax.circuits import population as population_lib
 from sparsejax.circuits import report
 from sparsejax.circuits import search
-from sparsejax.circuits.bisection import bisect_k, topk_masks
+from sparsejax.circuits.bisection import topk_masks
 from sparsejax.circuits.calibration import numpy_loss
 from sparsejax.circuits.cleanup import greedy_cleanup
 from sparsejax.circuits.edges import circuit_edges, slots
-from sparsejax.circuits.evaluate import CircuitModel, EdgeMask, TaskData, stack
+from sparsejax.circuits.evaluate import CircuitModel, EdgeMask, TaskData, TaskGroups
 from sparsejax.circuits.graph import Circuit, find_edges
+from sparsejax.circuits.population import stable_seed
 from sparsejax.circuits.prune import PruneConfig
 from sparsejax.data import dataset as data_lib
 from sparsejax.model.gpt import merge, rms, with_config
@@ -55,10 +49,6 @@ from sparsejax.tasks.batch import encode_pairs
 from sparsejax.train.runs import TrainedRun
 from sparsejax.utils.errors import ConfigError, PathError
 from sparsejax.utils.files import atomic_save_npy, atomic_write_json, remove_stale_files
-
-
-def _stable_seed(name: str) -> int:
-  return int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "little")
 
 
 def shuffled_labels(data: TaskData, seed: int) -> TaskData:
@@ -86,65 +76,6 @@ def _final_rms(graphdef, layout, params, buffers, values, tokens_PST, last_PS):
                                   interventions=layout.interventions(ones, values))
   x = cache["final_resid"].reshape(P, S, T, -1)
   return rms(jnp.take_along_axis(x, last_PS[..., None, None], axis=2)[:, :, 0])
-
-
-@dataclasses.dataclass
-class _Groups:
-  """The task groups masks are learned on: the solved tasks, then (with controls) their
-  shuffled-label copies; ``splits[g]`` holds group g's "train" / "val" / "test" TaskData."""
-
-  names: list[str]
-  splits: list[dict[str, TaskData]]
-  full_val_loss: list[float]  # the full model's val loss per task
-
-  @property
-  def n_tasks(self) -> int:
-    return len(self.names)
-
-  def control_of(self, t: int) -> int:
-    return self.n_tasks + t
-
-  def stacked(self, split: str) -> TaskData:
-    return stack([g[split] for g in self.splits])
-
-
-@dataclasses.dataclass
-class _Problem:
-  """What a search learns masks over. Circuits ("slots") 0..T-1 are the tasks', T..2T-1 their
-  controls'; for edges each slot has its own node circuit and edge table."""
-
-  kind: str  # "nodes" | "edges"
-  n_units: np.ndarray  # (slots,) rankable units per slot
-  valid: np.ndarray  # (slots, N) 0/1: which mask entries are units (padding: 0)
-  extra: object  # per-slot inputs of the member loss (stacked; None for nodes)
-  centres: dict  # hyperparameter centres
-  candidates: int
-  rounds: int
-  steps: int
-  node_masks: list | None = None  # edges: per slot
-  tables: list | None = None  # edges: per slot
-  lists: list | None = None  # edges: per slot, the Edge list
-  sets: object = None  # edges: the EdgeSets
-  full_val_loss: np.ndarray | None = None  # (slots,) val loss with every unit kept, if known
-
-  @property
-  def n_units_max(self) -> int:
-    return self.valid.shape[1]
-
-  @classmethod
-  def nodes(cls, cfg: PruneConfig, n_nodes: int, full_val_loss) -> "_Problem":
-    slots = len(full_val_loss)
-    return cls("nodes", np.full(slots, n_nodes), np.ones((slots, n_nodes), np.float32), None,
-               cfg.centres, cfg.candidates, cfg.rounds, cfg.steps,
-               full_val_loss=np.asarray(full_val_loss))
-
-  @classmethod
-  def edges(cls, cfg: PruneConfig, node_masks, lists, sets, full_val_loss=None) -> "_Problem":
-    centres = dict(cfg.centres, lr=cfg.edge_lr, k_coef=cfg.edge_k_coef)
-    return cls("edges", np.asarray([len(l) for l in lists]), sets.valid(),
-               (np.stack(node_masks), stack(sets.tables)), centres, cfg.edge_candidates,
-               cfg.edge_rounds, cfg.edge_steps, list(node_masks), sets.tables, lists, sets,
-               None if full_val_loss is None else np.asarray(full_val_loss))
 
 
 @dataclasses.dataclass
@@ -193,9 +124,14 @@ class Pruner:
     # memory limit (CPU). With a limit it is kept (main decides per member from XLA's memory
     # estimate; that plan is not yet ported into the split search).
     graphdef = run.graphdef
-    if self.model_cfg.grad_checkpointing and search._memory_budget(self._settings(1)) is None:
+    if self.model_cfg.grad_checkpointing and search._memory_budget(
+        search.TrainSettings(steps=1, batch_pairs=1, grad_clip=cfg.grad_clip,
+                             chunk_steps=1, members_per_call=0,
+                             memory_budget_gib=cfg.memory_budget_gib,
+                             group_by_length=False)) is None:
       graphdef = with_config(graphdef, params, buffers, grad_checkpointing=False)
     self.model = CircuitModel(graphdef, params, buffers, self.model_cfg, values, input_means)
+    self.searcher = search.Searcher(self.model, cfg, progress)
     # One compile for the life of the pruner (not one per call).
     self._final_rms = jax.jit(functools.partial(_final_rms, run.graphdef, self.layout))
 
@@ -210,13 +146,6 @@ class Pruner:
   @property
   def values(self):
     return self.model.values
-
-  def _settings(self, steps: int) -> search.TrainSettings:
-    c = self.cfg
-    return search.TrainSettings(steps=steps, batch_pairs=c.batch_pairs, grad_clip=c.grad_clip,
-                                chunk_steps=c.chunk_steps, members_per_call=c.members_per_call,
-                                memory_budget_gib=c.memory_budget_gib,
-                                group_by_length=c.group_by_length)
 
   # ---------------------------------------------------------------- ablation values
   def _ablation_values(self, params, buffers) -> tuple[np.ndarray, dict]:
@@ -283,7 +212,7 @@ class Pruner:
     return dataclasses.replace(data, rms=np.asarray(rms_PS))
 
   def _evaluator(self, datas, **kw):
-    return self.model.loss_evaluator(datas, calibrated=self.cfg.bisect_on == "calibrated", **kw)
+    return self.searcher.loss_evaluator(datas, **kw)
 
   # ---------------------------------------------------------------- the whole pipeline
   def prune_tasks(self, names: list[str]) -> PruneResult:
@@ -303,11 +232,11 @@ class Pruner:
                     f"{full[n_]['test']:.3f} > target {cfg.target_loss}); not pruned")
     if not solvable:
       return PruneResult({}, unsolved, self._summary({}, unsolved))
-    groups = _Groups(solvable, [splits[n_] for n_ in solvable],
-                     [full[n_]["val"] for n_ in solvable])
+    groups = TaskGroups(solvable, [splits[n_] for n_ in solvable],
+                        [full[n_]["val"] for n_ in solvable])
     if cfg.control:
       for t, n_ in enumerate(solvable):
-        seed = _stable_seed(n_)
+        seed = stable_seed(n_)
         groups.splits.append({s: shuffled_labels(d, seed + i)
                               for i, (s, d) in enumerate(splits[n_].items())})
     timing, history = {}, {}
@@ -336,140 +265,29 @@ class Pruner:
                                                         "history": history}, timing=timing)
     return PruneResult(circuits, unsolved, summary)
 
-  # ---------------------------------------------------------------- the search (any units)
-  def _trainer(self, problem: "_Problem", slots, groups_of, data: TaskData, label: str):
-    model = self.model
-    member_loss = model.edge_member_loss if problem.kind == "edges" else model.node_member_loss
-    extra = None if problem.extra is None else search.take(problem.extra, np.asarray(slots))
-    return search.PopulationTrainer(member_loss, model.shared, data, groups_of, extra,
-                                    problem.valid[np.asarray(slots)],
-                                    self._settings(problem.steps), self.progress, label)
-
-  def _evaluate_slots(self, groups: _Groups, problem: "_Problem", slots, pairs: int = 0):
-    """``evaluate(masks, members)`` for members on circuit slots ``slots`` (val pairs)."""
-    vals = [groups.splits[s]["val"] for s in slots]
-    if pairs:
-      vals = [d.pairs(0, pairs) for d in vals]
-    if problem.kind == "nodes":
-      return self._evaluator(vals)
-    return self._evaluator(vals, node_masks=[problem.node_masks[s] for s in slots],
-                           tables=[problem.tables[s] for s in slots])
-
-  def _fitness(self, groups: _Groups, problem: "_Problem", pop, tau):
-    """Cheap circuit size at the target on the first ``fitness_pairs`` val pairs (a coarse
-    bisection started from each member's units with τ > 0): (score (M,), smaller is better)."""
-    cfg = self.cfg
-    evaluate = self._evaluate_slots(groups, problem, pop.task, cfg.fitness_pairs)
-    n = problem.n_units[pop.task]
-    valid = problem.valid[pop.task]
-    full = None
-    if problem.full_val_loss is not None and cfg.fitness_pairs in (0, cfg.val_pairs):
-      full = problem.full_val_loss[pop.task]
-    start = ((tau > 0) & (valid > 0)).sum(1) if cfg.fitness_grid == 0 else None
-    k, loss = bisect_k(evaluate, tau, cfg.target_loss, n, rtol=cfg.fitness_rtol,
-                       grid=cfg.fitness_grid, valid_MN=valid, start=start, full_loss=full)
-    return np.where(k >= 0, k, n * (1.0 + loss)), k
-
-  def _search(self, groups: _Groups, problem: "_Problem") -> dict:
-    """Masks of ``candidates`` members per task, trained in rounds (PBT between them with
-    ``search="pbt"``); the best member per task by the fitness, and its lineage (the member it
-    continued in each round)."""
-    cfg, T, N = self.cfg, groups.n_tasks, problem.n_units_max
-    pop = population_lib.initial(problem.centres, problem.candidates, cfg.spread, cfg.seed,
-                                 [_stable_seed(f"{problem.kind}/{n_}") for n_ in groups.names])
-    self.progress(f"prune: {problem.kind}: {T} tasks × {problem.candidates} candidates = "
-                  f"{len(pop)} members, up to {N} units each, {problem.steps} steps × "
-                  f"{cfg.batch_pairs} pairs in {problem.rounds} round(s), search: {cfg.search}")
-    trainer = self._trainer(problem, pop.task, pop.group, groups.stacked("train"),
-                            f"prune {problem.kind}")
-    pops, sources, history = [pop], [], []
-
-    def adapt(state, pop_, r):
-      t0 = time.time()
-      score, _ = self._fitness(groups, problem, pop_, state[0])
-      new, source = population_lib.exploit_explore(pop_, score, r, fraction=cfg.pbt_fraction,
-                                                   perturb=cfg.pbt_perturb, seed=cfg.seed)
-      pops.append(new)
-      sources.append(source)
-      best = [int(score[pop_.members_of(t)].min()) for t in range(T)]
-      moved = int((source != np.arange(len(pop_))).sum())
-      self.progress(f"prune {problem.kind}: round {r + 1} fitness ({time.time() - t0:.1f}s): "
-                    f"best size per task median {int(np.median(best))}; {moved} members "
-                    f"continue from better ones")
-      history.append({"round": r + 1, "best_size": dict(zip(groups.names, best))})
-      return new, source, {}
-
-    state = search.init_state(pop, N)
-    state, pop, _ = search.run_rounds(trainer, state, pop, rounds=problem.rounds,
-                                      adapt=adapt if cfg.search == "pbt" else None)
-    tau = state[0]
-    if problem.candidates > 1:
-      t0 = time.time()
-      score, _ = self._fitness(groups, problem, pop, tau)
-      best = np.asarray([min(pop.members_of(t), key=lambda m: (score[m], m)) for t in range(T)])
-      self.progress(f"prune {problem.kind}: selection ({time.time() - t0:.1f}s): best size per "
-                    f"task median {int(np.median(score[best]))}")
-      history.append({"selection": dict(zip(groups.names, score[best].astype(int).tolist()))})
-    else:
-      best = np.asarray([pop.members_of(t)[0] for t in range(T)])
-    while len(pops) < len(search.round_steps(problem.steps, problem.rounds)):
-      pops.append(pop)  # no adaptation: the same population every round
-      sources.append(np.arange(len(pop)))
-    lineage = [best]
-    for source in reversed(sources):
-      lineage.insert(0, source[lineage[0]])
-    return {"pop": pop, "tau": tau, "best": best, "history": history, "pops": pops,
-            "lineage": lineage}
-
-  def _controls(self, groups: _Groups, problem: "_Problem", found: dict) -> np.ndarray:
-    """τ of every task's shuffled-label control: the chosen member's whole training — initial
-    τ, and in each round the hyperparameters and batch seed of the member whose state it
-    continued — replayed on the control's labels (the same search, nonsense labels)."""
-    T = groups.n_tasks
-    rounds = [p.subset(m) for p, m in zip(found["pops"], found["lineage"])]
-    rounds = [dataclasses.replace(p, group=np.asarray([groups.control_of(t) for t in range(T)],
-                                                       np.int32)) for p in rounds]
-    self.progress(f"prune {problem.kind}: shuffled-label controls: {T} members replay the "
-                  f"chosen members' training")
-    trainer = self._trainer(problem, [T + t for t in range(T)], rounds[0].group,
-                            groups.stacked("train"), f"prune {problem.kind} control")
-    adapt = lambda state, pop_, r: (rounds[r + 1], np.arange(T), {})
-    state, _, _ = search.run_rounds(trainer, search.init_state(rounds[0], problem.n_units_max),
-                                    rounds[0], rounds=len(rounds), adapt=adapt)
-    return state[0]
-
-  def _bisect_chosen(self, groups: _Groups, problem: "_Problem", tau_T) -> tuple:
-    """The chosen members' circuits bisected precisely on val: (k (T,), loss (T,))."""
-    cfg, T = self.cfg, groups.n_tasks
-    slots = np.arange(T)
-    return bisect_k(self._evaluate_slots(groups, problem, slots), tau_T, cfg.target_loss,
-                    problem.n_units[slots], rtol=cfg.bisect_rtol, grid=cfg.bisect_grid,
-                    valid_MN=problem.valid[slots])
-
   # ---------------------------------------------------------------- stages
-  def _prune_nodes(self, groups: _Groups, history: dict) -> list["_Work"]:
+  def _prune_nodes(self, groups: TaskGroups, history: dict) -> list["_Work"]:
     """The node search, its controls and the bisection: one :class:`_Work` per task."""
     cfg, T, N = self.cfg, groups.n_tasks, self.layout.n_nodes
-    problem = _Problem.nodes(cfg, N, [groups.full_val_loss[t % T] for t in range(2 * T)])
-    found = self._search(groups, problem)
-    history["nodes"] = found["history"]
-    control_tau = self._controls(groups, problem, found) if cfg.control else None
-    best = found["best"]
-    k, val_loss = self._bisect_chosen(groups, problem, found["tau"][best])
+    problem = search.Problem.nodes(cfg, N, [groups.full_val_loss[t % T] for t in range(2 * T)])
+    found = self.searcher.search(groups, problem)
+    history["nodes"] = found.history
+    control_tau = self.searcher.replay_controls(groups, problem, found) if cfg.control else None
+    best = found.best
+    k, val_loss = self.searcher.bisect_chosen(groups, problem, found.tau[best])
     work = []
     for t, name in enumerate(groups.names):
       b = int(best[t])
       size = int(k[t]) if k[t] >= 0 else N
-      lineage = [p.member(int(m[t])) for p, m in zip(found["pops"], found["lineage"])]
-      work.append(_Work(name, b, int(k[t]), float(val_loss[t]), found["tau"][b],
-                        topk_masks(found["tau"][b][None], [size])[0], size,
+      work.append(_Work(name, b, int(k[t]), float(val_loss[t]), found.tau[b],
+                        topk_masks(found.tau[b][None], [size])[0], size,
                         None if control_tau is None else control_tau[t],
-                        hyperparameters=lineage))
+                        hyperparameters=found.hyperparameters(t)))
     self.progress(f"prune: node circuits bisected on held-out pairs: "
                   f"{', '.join(str(w.k) for w in work)}")
     return work
 
-  def _cleanup(self, groups: _Groups, work: list["_Work"]) -> None:
+  def _cleanup(self, groups: TaskGroups, work: list["_Work"]) -> None:
     """Greedy single-node removals from every node circuit (all edges between its nodes kept)
     while it stays at the target on val. With edge pruning, the nodes the essential edges touch
     are not candidates: the essential circuit inside stays exactly as it was."""
@@ -501,7 +319,8 @@ class Pruner:
     return [circuit_edges(self.layout.nodes_of(m), self.run.params, self.model_cfg)
             for m in node_masks]
 
-  def _edge_problem(self, work: list["_Work"], control_masks, full_val_loss=None) -> "_Problem":
+  def _edge_problem(self, work: list["_Work"], control_masks,
+                    full_val_loss=None) -> "search.Problem":
     """Edge masks over every task's node circuit (slots 0..T-1) and its control's (T..2T-1);
     circuits with more than ``edge_max_edges`` edges get no units (not edge-pruned)."""
     node_masks = [w.node_mask for w in work]
@@ -510,10 +329,10 @@ class Pruner:
     for i, w in enumerate(work + work):
       if w.edges_skipped or len(lists[i]) > self.cfg.edge_max_edges:
         lists[i] = []
-    return _Problem.edges(self.cfg, node_masks, lists,
-                          edge_pruning.EdgeSets.build(lists, self.model_cfg), full_val_loss)
+    return search.Problem.edges(self.cfg, node_masks, lists,
+                                edge_pruning.EdgeSets.build(lists, self.model_cfg), full_val_loss)
 
-  def _learn_edges(self, groups: _Groups, work: list["_Work"], history: dict) -> None:
+  def _learn_edges(self, groups: TaskGroups, work: list["_Work"], history: dict) -> None:
     """Edge τ inside every task's bisected node circuit (the edge search, as for nodes), and
     inside its control's circuit of the same size (the chosen member's training replayed);
     stored by edge key (slot, row, col)."""
@@ -525,32 +344,31 @@ class Pruner:
                       f"({cfg.edge_max_edges}); not edge-pruned")
     problem = self._edge_problem(work, [self._control_mask(w) for w in work],
                                  [w.val_loss for w in work] * 2)
-    found = self._search(groups, problem)
-    history["edges"] = found["history"]
-    tau = found["tau"][found["best"]]
-    control_tau = self._controls(groups, problem, found) if cfg.control else None
+    found = self.searcher.search(groups, problem)
+    history["edges"] = found.history
+    tau = found.tau[found.best]
+    control_tau = self.searcher.replay_controls(groups, problem, found) if cfg.control else None
     sets, lists = problem.sets, problem.lists
     for t, w in enumerate(work):
       w.edge_tau = {e.key: float(tau[t][j]) for e, j in zip(lists[t], sets.index[t])}
       if control_tau is not None:
         w.control_edge_tau = {e.key: float(control_tau[t][j])
                               for e, j in zip(lists[T + t], sets.index[T + t])}
-      w.hyperparameters_edges = [p.member(int(m[t])) for p, m in zip(found["pops"],
-                                                                     found["lineage"])]
+      w.hyperparameters_edges = found.hyperparameters(t)
 
-  def _edge_tau(self, problem: "_Problem", work: list["_Work"]) -> np.ndarray:
+  def _edge_tau(self, problem: "search.Problem", work: list["_Work"]) -> np.ndarray:
     """(T, E) learned τ of each task's node-circuit edges (by key; -inf where unknown)."""
     tau = np.full((len(work), problem.sets.size), -np.inf, np.float32)
     for t, w in enumerate(work):
       tau[t, problem.sets.index[t]] = [w.edge_tau.get(e.key, -np.inf) for e in problem.lists[t]]
     return tau
 
-  def _essential_edges(self, groups: _Groups, work: list["_Work"]) -> None:
+  def _essential_edges(self, groups: TaskGroups, work: list["_Work"]) -> None:
     """Per task, the smallest top-k set of its node circuit's edges by τ at the target (val)."""
     T = groups.n_tasks
     problem = self._edge_problem(work, [None] * T)
     tau = self._edge_tau(problem, work)
-    k, _ = self._bisect_chosen(groups, problem, tau)
+    k, _ = self.searcher.bisect_chosen(groups, problem, tau)
     n = problem.n_units[:T]
     keep = topk_masks(tau, np.where(k >= 0, k, n), problem.valid[:T])
     full_lists = self._edge_lists([w.node_mask for w in work])
@@ -570,7 +388,7 @@ class Pruner:
     edges = [e for e in w.edge_list if e.key in w.essential]
     return {(e.src, e.src_index) for e in edges} | {(e.dst, e.dst_index) for e in edges}
 
-  def _reduce_nodes(self, groups: _Groups, work: list["_Work"]) -> None:
+  def _reduce_nodes(self, groups: TaskGroups, work: list["_Work"]) -> None:
     """The node circuit without the nodes no essential edge touches (they carry nothing through
     the circuit's matrices), where that circuit — every edge between its nodes kept — stays at
     the target on val."""
@@ -589,7 +407,7 @@ class Pruner:
                   f"{', '.join(str(int(w.node_mask.sum())) for w in work)} "
                   f"({sum(w.notes['node_reduction']['adopted'] for w in work)} of {T} adopted)")
 
-  def _clean_edges(self, groups: _Groups, work: list["_Work"]) -> None:
+  def _clean_edges(self, groups: TaskGroups, work: list["_Work"]) -> None:
     """Greedy single-edge removals from every essential edge set (inside its node circuit)
     while it stays at the target on val."""
     cfg, T = self.cfg, groups.n_tasks
@@ -602,7 +420,7 @@ class Pruner:
     slots = np.arange(T)
     vals = [groups.splits[t]["val"] for t in slots]
     clean = greedy_cleanup(
-        self._evaluate_slots(groups, problem, slots),
+        self.searcher.evaluator(groups, problem, slots),
         self.model.removal_estimator(vals, node_masks=problem.node_masks[:T],
                                      tables=problem.tables[:T]),
         keep, cfg.target_loss, batch=cfg.cleanup_batch, max_rounds=cfg.cleanup_rounds,
@@ -615,7 +433,7 @@ class Pruner:
                               cleanup_converged=bool(clean.converged[t]))
     self.progress(f"prune: essential edges: {', '.join(str(len(w.essential)) for w in work)}")
 
-  def _report(self, groups: _Groups, work: list["_Work"], full) -> dict[str, Circuit]:
+  def _report(self, groups: TaskGroups, work: list["_Work"], full) -> dict[str, Circuit]:
     """Checks on test pairs of every node circuit and its essential-edge circuit, as Circuits."""
     cfg, layout, T = self.cfg, self.layout, groups.n_tasks
     control_masks = [self._control_mask(w) for w in work]
@@ -632,7 +450,7 @@ class Pruner:
         self.model_cfg) if edge_pruned else None
     subjects, essential, essential_of = [], [], {}
     for t, (w, name) in enumerate(zip(work, groups.names)):
-      seed = int(_stable_seed(name)) + cfg.seed
+      seed = int(stable_seed(name)) + cfg.seed
       control = None
       if control_masks[t] is not None:
         control = checks_lib.Subject(f"{name}/control", control_masks[t],

@@ -13,11 +13,17 @@ rounds between which the population may adapt.
 * :func:`run_rounds` — ``steps`` split into ``rounds``; after every round but the last an
   ``adapt`` callback may rank the members and return a new population and which member's state
   each continues from (population-based training, :mod:`sparsejax.circuits.population`).
+* :class:`Searcher` — the whole search for a :class:`Problem` (node masks, or edge masks inside
+  given node circuits): ``candidates`` members per task trained in rounds, PBT between them
+  ranked by a cheap fitness (the circuit size at the target on val pairs), the best member per
+  task and its lineage; the lineage replayed on shuffled labels (the control); the chosen
+  members' precise bisection.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import jax
@@ -25,8 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.circuits import masks
-from sparsejax.circuits.evaluate import TaskData, needed_length, to_device
-from sparsejax.circuits.population import Population
+from sparsejax.circuits import population as population_lib
+from sparsejax.circuits.bisection import bisect_k
+from sparsejax.circuits.evaluate import (CircuitModel, TaskData, TaskGroups, needed_length,
+                                         stack, to_device)
+from sparsejax.circuits.population import Population, stable_seed
 
 MemberLoss = Callable[[Any, Any, Any, TaskData], Any]  # (mask, shared, extra, batch) -> loss
 
@@ -242,3 +251,185 @@ def run_rounds(trainer: PopulationTrainer, state, pop: Population, *, rounds: in
       state = take(state, source)
       history.append(info)
   return state, pop, history
+
+
+@dataclasses.dataclass
+class Problem:
+  """What a search learns masks over. Circuits ("slots") 0..T-1 are the tasks', T..2T-1 their
+  controls'; for edges each slot has its own node circuit and edge table."""
+
+  kind: str  # "nodes" | "edges"
+  n_units: np.ndarray  # (slots,) rankable units per slot
+  valid: np.ndarray  # (slots, N) 0/1: which mask entries are units (padding: 0)
+  extra: object  # per-slot inputs of the member loss (stacked; None for nodes)
+  centres: dict  # hyperparameter centres
+  candidates: int
+  rounds: int
+  steps: int
+  node_masks: list | None = None  # edges: per slot
+  tables: list | None = None  # edges: per slot
+  lists: list | None = None  # edges: per slot, the Edge list
+  sets: object = None  # edges: the EdgeSets
+  full_val_loss: np.ndarray | None = None  # (slots,) val loss with every unit kept, if known
+
+  @property
+  def n_units_max(self) -> int:
+    return self.valid.shape[1]
+
+  @classmethod
+  def nodes(cls, cfg, n_nodes: int, full_val_loss) -> "Problem":
+    slots = len(full_val_loss)
+    return cls("nodes", np.full(slots, n_nodes), np.ones((slots, n_nodes), np.float32), None,
+               cfg.centres, cfg.candidates, cfg.rounds, cfg.steps,
+               full_val_loss=np.asarray(full_val_loss))
+
+  @classmethod
+  def edges(cls, cfg, node_masks, lists, sets, full_val_loss=None) -> "Problem":
+    centres = dict(cfg.centres, lr=cfg.edge_lr, k_coef=cfg.edge_k_coef)
+    return cls("edges", np.asarray([len(l) for l in lists]), sets.valid(),
+               (np.stack(node_masks), stack(sets.tables)), centres, cfg.edge_candidates,
+               cfg.edge_rounds, cfg.edge_steps, list(node_masks), sets.tables, lists, sets,
+               None if full_val_loss is None else np.asarray(full_val_loss))
+
+
+@dataclasses.dataclass
+class Found:
+  """What a search found."""
+
+  pop: Population  # the population after the last round
+  tau: np.ndarray  # (M, N) every member's τ
+  best: np.ndarray  # (T,) the chosen member per task
+  history: list  # per round (and the final selection): best size per task
+  pops: list  # the population of every round
+  lineage: list  # per round, (T,): the member each chosen member continued in that round
+
+  def hyperparameters(self, t: int) -> list[dict]:
+    """Task t's chosen member: its hyperparameters and seed in every round."""
+    return [p.member(int(m[t])) for p, m in zip(self.pops, self.lineage)]
+
+
+class Searcher:
+  """Runs searches on one frozen model (:class:`CircuitModel`) with one config
+  (:class:`sparsejax.circuits.prune.PruneConfig`)."""
+
+  def __init__(self, model: CircuitModel, cfg, progress: Callable[[str], None] = print):
+    self.model, self.cfg, self.progress = model, cfg, progress
+
+  def settings(self, steps: int) -> TrainSettings:
+    c = self.cfg
+    return TrainSettings(steps=steps, batch_pairs=c.batch_pairs, grad_clip=c.grad_clip,
+                         chunk_steps=c.chunk_steps, members_per_call=c.members_per_call,
+                         memory_budget_gib=c.memory_budget_gib,
+                         group_by_length=c.group_by_length)
+
+  def loss_evaluator(self, datas, **kw):
+    """The val-loss callback of the bisections (raw or calibrated, per ``bisect_on``)."""
+    return self.model.loss_evaluator(datas, calibrated=self.cfg.bisect_on == "calibrated", **kw)
+
+  def trainer(self, problem: Problem, slots, groups_of, data: TaskData, label: str):
+    model = self.model
+    member_loss = model.edge_member_loss if problem.kind == "edges" else model.node_member_loss
+    extra = None if problem.extra is None else take(problem.extra, np.asarray(slots))
+    return PopulationTrainer(member_loss, model.shared, data, groups_of, extra,
+                             problem.valid[np.asarray(slots)], self.settings(problem.steps),
+                             self.progress, label)
+
+  def evaluator(self, groups: TaskGroups, problem: Problem, slots, pairs: int = 0):
+    """``evaluate(masks, members)`` for members on circuit slots ``slots`` (val pairs)."""
+    vals = [groups.splits[s]["val"] for s in slots]
+    if pairs:
+      vals = [d.pairs(0, pairs) for d in vals]
+    if problem.kind == "nodes":
+      return self.loss_evaluator(vals)
+    return self.loss_evaluator(vals, node_masks=[problem.node_masks[s] for s in slots],
+                               tables=[problem.tables[s] for s in slots])
+
+  def fitness(self, groups: TaskGroups, problem: Problem, pop, tau):
+    """Cheap circuit size at the target on the first ``fitness_pairs`` val pairs (a coarse
+    bisection started from each member's units with τ > 0): (score (M,), smaller is better)."""
+    cfg = self.cfg
+    evaluate = self.evaluator(groups, problem, pop.task, cfg.fitness_pairs)
+    n = problem.n_units[pop.task]
+    valid = problem.valid[pop.task]
+    full = None
+    if problem.full_val_loss is not None and cfg.fitness_pairs in (0, cfg.val_pairs):
+      full = problem.full_val_loss[pop.task]
+    start = ((tau > 0) & (valid > 0)).sum(1) if cfg.fitness_grid == 0 else None
+    k, loss = bisect_k(evaluate, tau, cfg.target_loss, n, rtol=cfg.fitness_rtol,
+                       grid=cfg.fitness_grid, valid_MN=valid, start=start, full_loss=full)
+    return np.where(k >= 0, k, n * (1.0 + loss)), k
+
+  def search(self, groups: TaskGroups, problem: Problem) -> Found:
+    """Masks of ``candidates`` members per task, trained in rounds (PBT between them with
+    ``search="pbt"``); the best member per task by the fitness, and its lineage (the member it
+    continued in each round)."""
+    cfg, T, N = self.cfg, groups.n_tasks, problem.n_units_max
+    pop = population_lib.initial(problem.centres, problem.candidates, cfg.spread, cfg.seed,
+                                 [stable_seed(f"{problem.kind}/{n_}") for n_ in groups.names])
+    self.progress(f"prune: {problem.kind}: {T} tasks × {problem.candidates} candidates = "
+                  f"{len(pop)} members, up to {N} units each, {problem.steps} steps × "
+                  f"{cfg.batch_pairs} pairs in {problem.rounds} round(s), search: {cfg.search}")
+    trainer = self.trainer(problem, pop.task, pop.group, groups.stacked("train"),
+                           f"prune {problem.kind}")
+    pops, sources, history = [pop], [], []
+
+    def adapt(state, pop_, r):
+      t0 = time.time()
+      score, _ = self.fitness(groups, problem, pop_, state[0])
+      new, source = population_lib.exploit_explore(pop_, score, r, fraction=cfg.pbt_fraction,
+                                                   perturb=cfg.pbt_perturb, seed=cfg.seed)
+      pops.append(new)
+      sources.append(source)
+      best = [int(score[pop_.members_of(t)].min()) for t in range(T)]
+      moved = int((source != np.arange(len(pop_))).sum())
+      self.progress(f"prune {problem.kind}: round {r + 1} fitness ({time.time() - t0:.1f}s): "
+                    f"best size per task median {int(np.median(best))}; {moved} members "
+                    f"continue from better ones")
+      history.append({"round": r + 1, "best_size": dict(zip(groups.names, best))})
+      return new, source, {}
+
+    state = init_state(pop, N)
+    state, pop, _ = run_rounds(trainer, state, pop, rounds=problem.rounds,
+                               adapt=adapt if cfg.search == "pbt" else None)
+    tau = state[0]
+    if problem.candidates > 1:
+      t0 = time.time()
+      score, _ = self.fitness(groups, problem, pop, tau)
+      best = np.asarray([min(pop.members_of(t), key=lambda m: (score[m], m)) for t in range(T)])
+      self.progress(f"prune {problem.kind}: selection ({time.time() - t0:.1f}s): best size per "
+                    f"task median {int(np.median(score[best]))}")
+      history.append({"selection": dict(zip(groups.names, score[best].astype(int).tolist()))})
+    else:
+      best = np.asarray([pop.members_of(t)[0] for t in range(T)])
+    while len(pops) < len(round_steps(problem.steps, problem.rounds)):
+      pops.append(pop)  # no adaptation: the same population every round
+      sources.append(np.arange(len(pop)))
+    lineage = [best]
+    for source in reversed(sources):
+      lineage.insert(0, source[lineage[0]])
+    return Found(pop, tau, best, history, pops, lineage)
+
+  def replay_controls(self, groups: TaskGroups, problem: Problem, found: Found) -> np.ndarray:
+    """τ of every task's shuffled-label control: the chosen member's whole training — initial
+    τ, and in each round the hyperparameters and batch seed of the member whose state it
+    continued — replayed on the control's labels (the same search, nonsense labels)."""
+    T = groups.n_tasks
+    rounds = [p.subset(m) for p, m in zip(found.pops, found.lineage)]
+    rounds = [dataclasses.replace(p, group=np.asarray([groups.control_of(t) for t in range(T)],
+                                                       np.int32)) for p in rounds]
+    self.progress(f"prune {problem.kind}: shuffled-label controls: {T} members replay the "
+                  f"chosen members' training")
+    trainer = self.trainer(problem, [T + t for t in range(T)], rounds[0].group,
+                           groups.stacked("train"), f"prune {problem.kind} control")
+    adapt = lambda state, pop_, r: (rounds[r + 1], np.arange(T), {})
+    state, _, _ = run_rounds(trainer, init_state(rounds[0], problem.n_units_max),
+                             rounds[0], rounds=len(rounds), adapt=adapt)
+    return state[0]
+
+  def bisect_chosen(self, groups: TaskGroups, problem: Problem, tau_T) -> tuple:
+    """The chosen members' circuits bisected precisely on val: (k (T,), loss (T,))."""
+    cfg, T = self.cfg, groups.n_tasks
+    slots = np.arange(T)
+    return bisect_k(self.evaluator(groups, problem, slots), tau_T, cfg.target_loss,
+                    problem.n_units[slots], rtol=cfg.bisect_rtol, grid=cfg.bisect_grid,
+                    valid_MN=problem.valid[slots])

@@ -325,7 +325,7 @@ def index_page(summary: dict, *, descriptions: dict, metrics_rows: list[dict] | 
     rows.append(
         f"<tr><td class=\"name\"><a href=\"{html.escape(task_file(name))}\">{html.escape(name)}"
         f"</a></td><td>{int(r['nodes'])}</td><td>{int(r['edges'])}</td>"
-        f"<td>{int(r.get('essential_edges', r['edges']))}</td><td class=\"{cls(r['loss'])}\">"
+        f"<td>{r.get('essential_edges', r['edges'])}</td><td class=\"{cls(r['loss'])}\">"
         f"{_f(r['loss'])}</td><td class=\"{cls(ess.get('loss'))}\">{_f(ess.get('loss'))}"
         f"</td><td>{_f(r['loss_calibrated'])}</td><td>{_f(r['full_model_loss'])}</td>"
         f"<td>{_f(r['inverse_loss'])}</td><td>{_f(r['random_circuit_loss_mean'])}</td>"
