@@ -235,6 +235,8 @@ class _Analyzer:
     line = instr.line.removeprefix("ROOT ")
     head, eq, tail = line.partition(" = ")
     shape, opcode, args = _split_shape_opcode(tail)
+    # Scheduling edges (control-predecessors={...}) name instructions outside this kernel.
+    args = re.sub(r",\s*control-predecessors=\{[^}]*\}", "", args)
     args = re.sub(r"%([\w.\-]+)", lambda m: "%" + rename.get(m.group(1), m.group(1)), args)
     parts.append("ENTRY %entry {\n" + "\n".join(params) +
                  f"\n  ROOT %k = {shape} {opcode}{args}\n}}\n")

@@ -56,10 +56,10 @@ _INT_VIEW = {
     jnp.dtype(jnp.float16): jnp.int16,
 }
 # Candidate thresholds per pass when none is configured, by backend. XLA:CPU: 3 measured fastest
-# per bit resolved (benchmarks/topk.py, BUILD.md); GPU/TPU: 7 (3 bits a pass, 9 passes for a
-# bf16 row of 1024) keeps a pass memory-bound on the vector units; benchmarks/gpu_suite.sh
-# measures 1 / 3 / 7 / 15 on the device.
-_DEFAULT_CANDIDATES = {"cpu": 3}
+# per bit resolved (benchmarks/topk.py, BUILD.md). XLA:GPU: 3 measured fastest on an H200 at
+# rows of 1024 and 4096 (benchmarks/gpu/abstopk_bench.py; the e=4 step 75.4 -> 69.4 ms against
+# 7, benchmarks/RESULTS.md). TPU: 7 (3 bits a pass), not measured yet.
+_DEFAULT_CANDIDATES = {"cpu": 3, "gpu": 3, "cuda": 3, "rocm": 3}
 _ACCELERATOR_CANDIDATES = 7
 
 
