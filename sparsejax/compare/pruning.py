@@ -39,6 +39,7 @@ from sparsejax.circuits import prune_run
 from sparsejax.circuits.bisection import bisect_k, topk_masks
 from sparsejax.circuits.calibration import numpy_loss
 from sparsejax.circuits.graph import find_edges
+from sparsejax.circuits.population import stable_seed
 from sparsejax.train.runs import load_run
 from sparsejax.utils.files import atomic_write_json, read_json
 
@@ -85,7 +86,7 @@ def discretize_at_targets(pruner: prune_run.Pruner, taus: dict, targets, *,
                              "random_loss_mean": None}
         continue
       test = splits[name]["test"]
-      seed = [cfg.seed, prune_run._stable_seed(name), 17, t_i]
+      seed = [cfg.seed, stable_seed(name), 17, t_i]
       plans[name] = (q.add(test, masks[i], None),
                      [q.add(test, m, None) for m in checks_lib.random_node_masks(
                          layout, masks[i], cfg.random_circuits, seed)])
