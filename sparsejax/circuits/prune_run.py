@@ -45,7 +45,7 @@ from sparsejax.circuits.population import stable_seed
 from sparsejax.circuits.prune import PruneConfig, preset as preset_config
 from sparsejax.data import dataset as data_lib
 from sparsejax.tasks import evaluation as task_eval
-from sparsejax.model.gpt import merge, rms
+from sparsejax.model.gpt import merge, rms, with_config
 from sparsejax.tasks import generators as tasks_lib
 from sparsejax.tasks.batch import encode_pairs
 from sparsejax.train.runs import TrainedRun, load_run
@@ -121,7 +121,18 @@ class Pruner:
     self.layout = masks.NodeLayout.for_model(self.model_cfg)
     params, buffers = jax.device_put(run.params), jax.device_put(run.buffers)
     values, input_means = self._ablation_values(params, buffers)
-    self.model = CircuitModel(run.graphdef, params, buffers, self.model_cfg, values, input_means)
+    # Mask learning differentiates through activations only, so rematerialisation inherited from
+    # training adds ~49 % FLOPs (main's throughput work): drop it where the backend reports no
+    # memory limit (CPU). With a limit it is kept (main decides per member from XLA's memory
+    # estimate; that plan is not yet ported into the split search).
+    graphdef = run.graphdef
+    if self.model_cfg.grad_checkpointing and search._memory_budget(
+        search.TrainSettings(steps=1, batch_pairs=1, grad_clip=cfg.grad_clip,
+                             chunk_steps=1, members_per_call=0,
+                             memory_budget_gib=cfg.memory_budget_gib,
+                             group_by_length=False)) is None:
+      graphdef = with_config(graphdef, params, buffers, grad_checkpointing=False)
+    self.model = CircuitModel(graphdef, params, buffers, self.model_cfg, values, input_means)
     self.searcher = search.Searcher(self.model, cfg, progress)
     # One compile for the life of the pruner (not one per call).
     self._final_rms = jax.jit(functools.partial(_final_rms, run.graphdef, self.layout))
