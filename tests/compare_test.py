@@ -3,8 +3,6 @@ writer on fake run results, the family config, and the binary end to end on a ti
 
 import csv
 import json
-import math
-import os
 import subprocess
 import sys
 from pathlib import Path
