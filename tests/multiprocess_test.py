@@ -118,3 +118,22 @@ def test_two_processes_killed_and_resumed_match_one_process(tmp_path):
   np.testing.assert_allclose([two_rows[s]["loss"] for s in common],
                              [one_rows[s]["loss"] for s in common], rtol=1e-5)
   assert [two_rows[s]["l0"] for s in common] == [one_rows[s]["l0"] for s in common]
+
+
+IMPORT_ALL = """
+import importlib, pkgutil
+import jax._src.xla_bridge as xb
+import sparsejax
+for m in pkgutil.walk_packages(sparsejax.__path__, "sparsejax."):
+  importlib.import_module(m.name)
+print("initialised" if xb._backends else "not initialised")
+"""
+
+
+def test_importing_the_package_does_not_start_the_backend():
+  """jax.distributed.initialize() must run before any XLA backend exists, and the binaries import
+  the package first: no module may compute with jax at import time."""
+  res = subprocess.run([sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.stdout.strip().endswith("not initialised"), res.stdout

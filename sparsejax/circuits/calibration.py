@@ -22,7 +22,9 @@ import optax
 
 CALIBRATION_RIDGE = 1e-2
 STEPS = 16
-_SIDE = jnp.array([1.0, -1.0])
+# NumPy, not jnp: a jnp array at import would start the XLA backend before a multi-process
+# binary calls jax.distributed.initialize().
+_SIDE = np.array([1.0, -1.0], np.float32)
 
 
 def calibrated_loss(margins_P2, scale, shift):
