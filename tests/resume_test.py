@@ -291,6 +291,24 @@ for text in ["OUT_OF_RANGE: Error reading [tensorstore_spec='{}']", "an unrelate
   future = loop.create_future()
   future.set_exception(ValueError(text))
   del future
+# A failed write as orbax's serialization raises it (its frames in orbax's files, no "tensorstore"
+# in the text), and an unrelated bug, each reported through the _GatheringFuture that gathered it.
+space = {}
+exec(compile("def write(t):\\n  raise ValueError(t)\\n",
+             "/lib/orbax/checkpoint/serialization.py", "exec"), space)
+def bug(t):
+  raise ValueError(t)
+for fail, text in [(space["write"], "RESOURCE_EXHAUSTED: Error writing: No space left on device"),
+                   (bug, "a gathered unrelated bug")]:
+  try:
+    fail(text)
+  except ValueError as e:
+    error = e
+  child = loop.create_future()
+  gathered = asyncio.gather(child)
+  child.set_exception(error)
+  loop.run_until_complete(asyncio.sleep(0))
+  del child, gathered, error
 gc.collect()
 loop.close()
 for exc in [RuntimeError("Event loop is closed"), RuntimeError("another bug")]:
@@ -306,7 +324,9 @@ def test_orbax_noise_filters_drop_only_orphaned_tensorstore_events():
                        timeout=300, cwd=ROOT)
   assert res.returncode == 0, res.stderr[-3000:]
   assert "tensorstore" not in res.stderr and "Event loop is closed" not in res.stderr
+  assert "No space left" not in res.stderr
   assert "ValueError: an unrelated bug" in res.stderr
+  assert "ValueError: a gathered unrelated bug" in res.stderr
   assert "unraisable RuntimeError: another bug" in res.stderr
 
 

@@ -106,11 +106,27 @@ def _ignore_orphaned_callbacks() -> None:
 
 
 class _UnretrievedTensorStoreError(py_logging.Filter):
+  """Drops asyncio's "<Future|Task|_GatheringFuture> exception was never retrieved" records whose
+  exception was raised by orbax's or TensorStore's I/O (its message or a frame of its traceback
+  says so); other records pass."""
+
   def filter(self, record: py_logging.LogRecord) -> bool:
     exc = record.exc_info[1] if record.exc_info else None
-    return not (str(record.msg).startswith(("Future exception was never retrieved",
-                                            "Task exception was never retrieved"))
-                and exc is not None and "tensorstore" in str(exc).lower())
+    if exc is None or "exception was never retrieved" not in str(record.msg).split("\n")[0]:
+      return True
+    return not _from_checkpoint_io(exc)
+
+
+def _from_checkpoint_io(exc: BaseException) -> bool:
+  if "tensorstore" in str(exc).lower():
+    return True
+  tb = exc.__traceback__
+  while tb is not None:
+    name = tb.tb_frame.f_code.co_filename
+    if f"{os.sep}orbax{os.sep}" in name or f"{os.sep}tensorstore{os.sep}" in name:
+      return True
+    tb = tb.tb_next
+  return False
 
 
 def _reason(e: BaseException) -> str:
