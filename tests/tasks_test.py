@@ -317,3 +317,20 @@ def test_evaluate_reports_progress_while_it_scores():
                       progress=lines.append, every_seconds=0.0)
   assert [line.split(" (")[0] for line in lines] == [
       "eval: 1/3 tasks scored", "eval: 2/3 tasks scored"]
+
+
+def test_a_circuit_over_the_target_on_test_is_flagged_in_the_summary():
+  """The search stops at the target on validation pairs; a circuit whose test loss is over it is
+  named in the summary and its table with the loss that decided."""
+  from sparsejax.circuits import prune_run, report
+  from sparsejax.circuits.graph import Circuit
+  from sparsejax.circuits.prune import PruneConfig
+  circuits = {name: Circuit(name, {"0.mlp.act_in": [0, 1]}, [{}] * 3, metrics={"loss": loss})
+              for name, loss in [("var_if", 0.2156), ("for_while", 0.054)]}
+  s = report.summary(circuits, {}, PruneConfig(target_loss=0.15), "run", 1000)
+  assert s["misses_target_on_test"] == ["var_if"]
+  assert [s["tasks"][n]["meets_target_on_test"] for n in ("var_if", "for_while")] == [False, True]
+  text = prune_run.format_summary(prune_run.PruneResult(circuits, {}, s))
+  flagged = [line for line in text.splitlines() if "over the target" in line]
+  assert flagged == ["over the target (0.15) on its test pairs, though at it on validation: "
+                     "var_if (0.216)"]
