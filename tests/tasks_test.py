@@ -317,6 +317,8 @@ def test_evaluate_reports_progress_while_it_scores():
                       progress=lines.append, every_seconds=0.0)
   assert [line.split(" (")[0] for line in lines] == [
       "eval: 1/3 tasks scored", "eval: 2/3 tasks scored"]
+  # the elapsed seconds since the call began (not since the epoch)
+  assert all(0 <= int(line.split(" (")[1].rstrip("s)")) < 600 for line in lines), lines
 
 
 def test_a_circuit_over_the_target_on_test_is_flagged_in_the_summary():

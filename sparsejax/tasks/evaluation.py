@@ -136,10 +136,10 @@ def evaluate(graphdef, params, buffers, batches: dict, *, chunk: int = 64,
   many tasks are done at most every ``every_seconds``.
   """
   results = {}
-  start = last_line = time.time()
+  began = last_line = time.time()
   for i, (name, b) in enumerate(batches.items()):
     if i and time.time() - last_line >= every_seconds:
-      progress(f"eval: {i}/{len(batches)} tasks scored ({time.time() - start:.0f}s)")
+      progress(f"eval: {i}/{len(batches)} tasks scored ({time.time() - began:.0f}s)")
       last_line = time.time()
     losses, rights = [], []
     order = np.argsort(b.last.max(axis=1), kind="stable")
