@@ -30,8 +30,6 @@ Ends with ``roofline_sparse_over_dense: X`` (full sparse ÷ dense at e = 4, or t
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import jax
@@ -41,14 +39,12 @@ from absl import app, flags
 import hlo_cost
 from common import device_line
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments", "configs"))
-import csp  # noqa: E402
+from sparsejax.configs import csp
+from sparsejax.sparse import optim
+from sparsejax.sparse import topk
+from sparsejax.train import step as train_step
+from sparsejax.train.run_config import RunConfig
 
-from sparsejax.sparse import optim  # noqa: E402
-from sparsejax.sparse import topk  # noqa: E402
-from sparsejax.train import step as train_step  # noqa: E402
-from sparsejax.train.run_config import RunConfig  # noqa: E402
 
 _E = flags.DEFINE_list("e", ["1", "4", "8"], "Expansion factors.")
 _BATCH = flags.DEFINE_integer("batch", 512, "Sequences per step (compiled only: nothing is "

@@ -19,9 +19,7 @@ from sparsejax.train.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 40, 5
 CONFIG = f'''
-import sys
-sys.path.insert(0, {str(ROOT / "experiments" / "configs")!r})
-from base import base_config, update
+from sparsejax.configs.base import base_config, update
 def get_config():
   return update(
       base_config(),

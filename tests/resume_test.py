@@ -27,9 +27,7 @@ from sparsejax.train.run_config import RunConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG_TEMPLATE = '''
-import sys
-sys.path.insert(0, {configs!r})
-from base import base_config, update
+from sparsejax.configs.base import base_config, update
 def get_config():
   return update(
       base_config(),
@@ -46,8 +44,7 @@ def get_config():
 
 def write_config(tmp_path, steps=40, every=5) -> str:
   path = tmp_path / f"cfg_{steps}_{every}.py"
-  path.write_text(CONFIG_TEMPLATE.format(steps=steps, every=every,
-                                         configs=str(ROOT / "experiments" / "configs")))
+  path.write_text(CONFIG_TEMPLATE.format(steps=steps, every=every))
   return str(path)
 
 

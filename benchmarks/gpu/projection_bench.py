@@ -16,7 +16,6 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-sys.path.insert(0, os.path.join(ROOT, "experiments", "configs"))
 
 import dataclasses  # noqa: E402
 
@@ -24,7 +23,7 @@ import jax  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import csp  # noqa: E402
+from sparsejax.configs import csp  # noqa: E402
 from common import device_line, median_time  # noqa: E402
 from sparsejax.sparse import optim  # noqa: E402
 from sparsejax.sparse import sparsity as sp  # noqa: E402

@@ -13,15 +13,11 @@ Any field can be overridden: --config.members.dense_d64.lrs=0.004,0.008,
 --config.members.sparse_d8.run.train.steps=2000, --config.prune.steps=200, --config.targets=...
 """
 
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import csp  # noqa: E402
-import prune as prune_configs  # noqa: E402
-import tiny  # noqa: E402
+from sparsejax.configs import csp
+from sparsejax.configs import prune as prune_configs
+from sparsejax.configs import tiny
 
 TARGETS = (0.3, 0.15, 0.1, 0.05)
 
