@@ -22,10 +22,11 @@ import statistics
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from common import device_line
+from sparsejax import cli
 from sparsejax.circuits import prune_run
 from sparsejax.circuits.prune import PruneConfig
 from sparsejax.tasks import generators as tasks_lib
@@ -54,8 +55,7 @@ def task_names(workdir: str, spec: str, target: float) -> list[str]:
   return [n for n, r in results.items() if r["loss"] <= target]
 
 
-def main(argv):
-  del argv
+def main():
   cfg = run_config.build(PruneConfig, _CONFIG.value.to_dict(), "config")
   run = load_run(_WORKDIR.value)
   names = task_names(_WORKDIR.value, _TASKS.value, cfg.target_loss)
@@ -101,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)  # library logs quiet (orbax logs every restore at INFO), errors in one line
